@@ -1,0 +1,39 @@
+"""Torch-free runtime: numpy, pillow and onnxruntime only. What apps import.
+
+    from vs2_export.runtime import Vs2Session
+    session = Vs2Session("exported/demo")
+    session.classify(["photo.jpg"])
+
+Nothing here imports torch, open_clip, onnx or the torch side of vs2_export.
+"""
+
+from .manifest import (
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    InputsInfo,
+    Manifest,
+    ManifestError,
+    ModelInfo,
+    SaeInfo,
+    SteeringInfo,
+)
+from .preprocess import (
+    IMAGE_EXTENSIONS,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    ImageError,
+    PreprocessedBatch,
+    PreprocessSpec,
+    list_images,
+    load_image,
+    preprocess_image,
+    preprocess_paths,
+)
+from .session import InputError, ModelError, PathsResult, ProviderError, Vs2Session
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
+    "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
+    "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError", "SaeInfo", "SteeringInfo",
+    "Vs2Session", "list_images", "load_image", "preprocess_image", "preprocess_paths",
+]

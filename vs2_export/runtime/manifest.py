@@ -1,0 +1,342 @@
+"""The metadata contract of an exported model: one JSON document, schema_version 1.
+
+It sits in the ONNX metadata_props under METADATA_KEY (authoritative) and, as a copy, in
+manifest.json beside model.onnx. The exporter builds a Manifest and writes to_json(); the runtime
+reads it with from_json(), which checks types here and meaning in Manifest.__post_init__, so an
+invalid manifest can neither be written nor read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from .preprocess import PreprocessSpec
+
+METADATA_KEY = "vs2_export"
+SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+REQUIRED_OUTPUTS = ("embedding", "base_embedding", "fvu", "steered", "latent_indices", "latent_values")
+OVERRIDABLE_INPUTS = ("steer_gamma", "steer_lambda", "gate_tau")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """A manifest that does not follow the schema; the message names the key, expected and got."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The CLIP image tower that was exported."""
+
+    id: str
+    """open_clip architecture name, e.g. 'ViT-B-32'."""
+    source: str
+    """'openai' (pretrained tag), a checkpoint path, 'none' (random init) or 'demo'."""
+    width: int
+    """Residual width d of the tower (where the SAE reads h: [B, d])."""
+    embed_dim: int
+    """Embedding size E of the outputs embedding / base_embedding: [B, E]."""
+
+
+@dataclass(frozen=True)
+class SaeInfo:
+    """The top-k sparse autoencoder baked into the graph."""
+
+    d: int
+    """Input width (= model.width)."""
+    n: int
+    """Number of latents."""
+    k: int
+    """Latents kept per input (latent_indices: [B, k])."""
+    sha256: str
+    """Hex SHA-256 of sae.safetensors."""
+
+
+@dataclass(frozen=True)
+class SteeringInfo:
+    """VS2 steering and gate constants (defaults of the overridable graph inputs)."""
+
+    gamma: float
+    lambda_: float
+    """Serialised as 'lambda' (a Python keyword)."""
+    quantile: float
+    """Gate quantile q that produced tau."""
+    tau: float
+    """FVU threshold: steer only where fvu <= tau."""
+    sae_sha256: str
+    """SHA-256 of the SAE the calibration ran with (must equal sae.sha256)."""
+
+
+@dataclass(frozen=True)
+class InputsInfo:
+    """Graph inputs: pixel_values shape and the overridable scalars with their defaults."""
+
+    pixel_values: tuple[int | None, ...]
+    """[None, 3, S, S]; None is the dynamic batch."""
+    overridable: dict[str, float] = field(default_factory=dict)
+    """Scalar inputs (subset of OVERRIDABLE_INPUTS) -> default value."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything an app needs to run, and trust, an exported model (schema_version 1)."""
+
+    model: ModelInfo
+    preprocess: PreprocessSpec
+    sae: SaeInfo
+    steering: SteeringInfo
+    classes: tuple[str, ...] | None
+    """Class names in logits column order, or None (no logits output)."""
+    templates: tuple[str, ...]
+    """Prompt templates with one '{}' each (averaged per class)."""
+    logit_scale: float
+    precision: str
+    opset: int
+    inputs: InputsInfo
+    outputs: tuple[str, ...]
+    versions: dict[str, str]
+    """Package versions at export time."""
+    tolerances: dict[str, Any]
+    """Parity tolerances the export was verified against (free-form)."""
+    created: str
+    """ISO 8601 timestamp."""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # Accept lists where tuples are meant (JSON has no tuples), then check everything once.
+        for name in ("templates", "outputs"):
+            object.__setattr__(self, name, tuple(_seq(getattr(self, name), name)))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(_seq(self.classes, "classes")))
+        if isinstance(self.inputs.pixel_values, list):
+            object.__setattr__(self.inputs, "pixel_values", tuple(self.inputs.pixel_values))
+        if is_finite_number(self.logit_scale):
+            object.__setattr__(self, "logit_scale", float(self.logit_scale))
+        _check_manifest(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready document, keys as in the schema."""
+        steering = {f.name.rstrip("_"): getattr(self.steering, f.name) for f in fields(SteeringInfo)}
+        return {
+            "schema_version": self.schema_version,
+            "model": {f.name: getattr(self.model, f.name) for f in fields(ModelInfo)},
+            "preprocess": self.preprocess.to_dict() | {"mean": list(self.preprocess.mean),
+                                                       "std": list(self.preprocess.std)},
+            "sae": {f.name: getattr(self.sae, f.name) for f in fields(SaeInfo)},
+            "steering": steering,
+            "classes": None if self.classes is None else list(self.classes),
+            "templates": list(self.templates),
+            "logit_scale": self.logit_scale,
+            "precision": self.precision,
+            "opset": self.opset,
+            "inputs": {"pixel_values": list(self.inputs.pixel_values),
+                       "overridable": dict(self.inputs.overridable)},
+            "outputs": list(self.outputs),
+            "versions": dict(self.versions),
+            "tolerances": json.loads(json.dumps(self.tolerances)),  # deep copy, JSON-only values
+            "created": self.created,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Strict JSON (NaN/Inf refused)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest: expected a JSON document, got invalid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Manifest":
+        return _parse(cls, data)
+
+    @property
+    def image_size(self) -> int:
+        """S of pixel_values [B, 3, S, S]."""
+        return self.preprocess.image_size
+
+
+def is_sha256(value: str) -> bool:
+    """64 lowercase hex digits."""
+    return bool(_SHA256.match(value))
+
+
+def is_iso_timestamp(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---- parsing: JSON structure -> dataclasses (types and meaning are checked in __post_init__)
+
+_TOP_KEYS = ("schema_version", "model", "preprocess", "sae", "steering", "classes", "templates",
+             "logit_scale", "precision", "opset", "inputs", "outputs", "versions", "tolerances",
+             "created")
+_SECTIONS = {"model": ModelInfo, "sae": SaeInfo, "steering": SteeringInfo}
+
+
+def _parse(cls: type[Manifest], data: Any) -> Manifest:
+    """Dict (parsed JSON) -> Manifest; ManifestError names the key, what was expected and got."""
+    _expect(isinstance(data, dict), "manifest", "a JSON object", data)
+    version = data.get("schema_version")
+    _expect(version == SCHEMA_VERSION and not isinstance(version, bool), "schema_version",
+            f"{SCHEMA_VERSION} (this runtime reads schema {SCHEMA_VERSION} only)", version)
+    _keys(data, _TOP_KEYS, "manifest")
+    sections = {name: _section(data[name], section_cls, name) for name, section_cls in _SECTIONS.items()}
+    inputs = data["inputs"]
+    _expect(isinstance(inputs, dict), "inputs", "an object", inputs)
+    _keys(inputs, ("pixel_values", "overridable"), "inputs")
+    preprocess = data["preprocess"]
+    _expect(isinstance(preprocess, dict), "preprocess", "an object", preprocess)
+    _keys(preprocess, tuple(PreprocessSpec.__dataclass_fields__), "preprocess")
+    try:
+        spec = PreprocessSpec.from_dict(preprocess)
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"preprocess.{exc}") from None
+    rest = {k: data[k] for k in _TOP_KEYS if k not in _SECTIONS and k not in ("inputs", "preprocess")}
+    return cls(**sections, **rest, preprocess=spec,
+               inputs=InputsInfo(_seq(inputs["pixel_values"], "inputs.pixel_values"),
+                                 inputs["overridable"]))
+
+
+def _section(value: Any, section_cls: type, where: str) -> Any:
+    """A JSON object -> one of the small section dataclasses ('lambda' -> field lambda_)."""
+    _expect(isinstance(value, dict), where, "an object", value)
+    names = {f.name.rstrip("_"): f.name for f in fields(section_cls)}
+    _keys(value, tuple(names), where)
+    return section_cls(**{names[k]: value[k] for k in names})
+
+
+def _keys(data: dict, expected: tuple[str, ...], where: str) -> None:
+    missing = [k for k in expected if k not in data]
+    if missing:
+        raise ManifestError(f"{where}: required key(s) {missing} missing; expected keys {list(expected)}")
+    unknown = sorted(set(data) - set(expected))
+    if unknown:
+        raise ManifestError(f"{where}: unknown key(s) {unknown}; expected only {list(expected)}")
+
+
+def _seq(value: Any, where: str) -> list:
+    _expect(isinstance(value, (list, tuple)), where, "a list", value)
+    return list(value)
+
+
+def _expect(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        shown = repr(got)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ManifestError(f"{key}: expected {expected}, got {shown}")
+
+
+# ---- meaning: every rule of schema 1, on a constructed Manifest
+
+
+def _check_manifest(m: Manifest) -> None:
+    _expect(m.schema_version == SCHEMA_VERSION and not isinstance(m.schema_version, bool),
+            "schema_version", str(SCHEMA_VERSION), m.schema_version)
+    _expect(isinstance(m.preprocess, PreprocessSpec), "preprocess", "a PreprocessSpec", m.preprocess)
+    _check_model_and_sae(m)
+    _check_steering(m)
+    _check_classes(m)
+    _check_io(m)
+    _expect(m.precision in PRECISIONS, "precision", f"one of {list(PRECISIONS)}", m.precision)
+    _expect(_is_int(m.opset) and m.opset >= 7, "opset", "an int >= 7", m.opset)
+    _expect(isinstance(m.versions, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in m.versions.items()),
+            "versions", "an object of strings", m.versions)
+    _expect(isinstance(m.tolerances, dict), "tolerances", "an object", m.tolerances)
+    _expect(isinstance(m.created, str) and is_iso_timestamp(m.created), "created",
+            "an ISO 8601 timestamp string", m.created)
+
+
+def _check_model_and_sae(m: Manifest) -> None:
+    for key in ("id", "source"):
+        value = getattr(m.model, key)
+        _expect(isinstance(value, str) and value != "", f"model.{key}", "a non-empty string", value)
+    for key in ("width", "embed_dim"):
+        value = getattr(m.model, key)
+        _expect(_is_int(value) and value >= 1, f"model.{key}", "an int >= 1", value)
+    for key in ("d", "n", "k"):
+        value = getattr(m.sae, key)
+        _expect(_is_int(value) and value >= 1, f"sae.{key}", "an int >= 1", value)
+    _expect(m.sae.k <= m.sae.n, "sae.k", f"<= sae.n = {m.sae.n}", m.sae.k)
+    _expect(m.sae.d == m.model.width, "sae.d", f"model.width = {m.model.width}", m.sae.d)
+    _expect(isinstance(m.sae.sha256, str) and is_sha256(m.sae.sha256), "sae.sha256",
+            "64 lowercase hex digits", m.sae.sha256)
+
+
+def _check_steering(m: Manifest) -> None:
+    s = m.steering
+    _expect(is_finite_number(s.gamma) and s.gamma > 0, "steering.gamma", "a finite number > 0", s.gamma)
+    _expect(is_finite_number(s.lambda_) and s.lambda_ >= 0, "steering.lambda", "a finite number >= 0",
+            s.lambda_)
+    _expect(is_finite_number(s.quantile) and 0 < s.quantile <= 1, "steering.quantile",
+            "a number in (0, 1]", s.quantile)
+    _expect(is_finite_number(s.tau) and s.tau >= 0, "steering.tau", "a finite number >= 0", s.tau)
+    # Calibration is only valid for the SAE it ran with.
+    _expect(s.sae_sha256 == m.sae.sha256, "steering.sae_sha256", f"sae.sha256 = {m.sae.sha256!r}",
+            s.sae_sha256)
+    _expect(is_finite_number(m.logit_scale) and m.logit_scale > 0, "logit_scale",
+            "a finite number > 0", m.logit_scale)
+
+
+def _check_classes(m: Manifest) -> None:
+    if m.classes is not None:
+        _expect(len(m.classes) >= 1, "classes", "null or a non-empty list", list(m.classes))
+        for i, name in enumerate(m.classes):
+            _expect(isinstance(name, str) and name.strip() != "", f"classes[{i}]", "a non-empty string",
+                    name)
+        dupes = sorted({c for c in m.classes if m.classes.count(c) > 1})
+        _expect(not dupes, "classes", "unique names", f"duplicates {dupes}")
+        _expect(len(m.templates) >= 1, "templates", "at least one template when classes are given",
+                list(m.templates))
+    for i, template in enumerate(m.templates):
+        _expect(isinstance(template, str) and "{}" in template, f"templates[{i}]",
+                "a string containing '{}'", template)
+
+
+def _check_io(m: Manifest) -> None:
+    s = m.preprocess.image_size
+    _expect(isinstance(m.inputs, InputsInfo), "inputs", "an InputsInfo", m.inputs)
+    _expect(isinstance(m.inputs.pixel_values, (list, tuple))
+            and list(m.inputs.pixel_values) == [None, 3, s, s], "inputs.pixel_values",
+            f"[null, 3, {s}, {s}] (preprocess.image_size = {s})", m.inputs.pixel_values)
+    over = m.inputs.overridable
+    _expect(isinstance(over, dict), "inputs.overridable", "an object", over)
+    defaults = {"steer_gamma": m.steering.gamma, "steer_lambda": m.steering.lambda_,
+                "gate_tau": m.steering.tau}
+    for name, value in over.items():
+        _expect(name in OVERRIDABLE_INPUTS, "inputs.overridable", f"keys among {list(OVERRIDABLE_INPUTS)}",
+                name)
+        # The graph default must be the calibrated value (float32 rounding allowed).
+        _expect(is_finite_number(value) and math.isclose(value, defaults[name], rel_tol=1e-6, abs_tol=1e-9),
+                f"inputs.overridable.{name}", f"the steering value {defaults[name]!r}", value)
+    outs = list(m.outputs)
+    _expect(all(isinstance(o, str) for o in outs) and len(set(outs)) == len(outs), "outputs",
+            "unique output names", outs)
+    known = set(REQUIRED_OUTPUTS) | {"logits"}
+    _expect(set(outs) <= known, "outputs", f"names among {sorted(known)}", sorted(set(outs) - known))
+    _expect(set(REQUIRED_OUTPUTS) <= set(outs), "outputs", f"to include {list(REQUIRED_OUTPUTS)}",
+            outs)
+    has_classes = m.classes is not None
+    _expect(("logits" in outs) == has_classes, "outputs",
+            "'logits' listed if and only if classes are given "
+            f"(classes {'given' if has_classes else 'null'})", outs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,249 @@
+"""THE preprocessing: decode, RGB, resize, crop, normalise. Used by apps and by extraction.
+
+It reproduces open_clip's eval transform (open_clip.transform.image_transform, is_train=False)
+with PIL and numpy only, so the pixels an app feeds the graph are the pixels training saw.
+The PIL calls are the very ones torchvision makes on PIL images (Image.resize, Image.crop,
+ImageOps.expand), in the same order; open_clip 3.3 converts to RGB AFTER resize and crop
+(MaybeConvertMode), so a palette or RGBA image is resized in its own mode first, as here.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+# torchvision's pil_modes_mapping for the two interpolations open_clip uses at eval time.
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used: missing, unreadable, corrupt, too large."""
+
+    def __init__(self, message: str, *, path: Path | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.path = path
+        """The offending file, when there is one."""
+        self.reason = reason if reason is not None else message
+        """The short reason without the path (what batch reports list)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """open_clip's eval preprocessing, as data (it travels in the exported model's metadata)."""
+
+    image_size: int
+    """Side S of the square input [3, S, S]."""
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    """Per-channel mean subtracted after scaling to [0, 1]."""
+    std: tuple[float, float, float] = OPENAI_STD
+    """Per-channel std divided by after the mean."""
+    interpolation: str = "bicubic"
+    """'bicubic' or 'bilinear' (PIL resampling, antialiased like torchvision on PIL images)."""
+    resize_mode: str = "shortest"
+    """'shortest' (resize short side, centre crop), 'longest' (fit, pad) or 'squash'."""
+    fill_color: int = 0
+    """Padding value for resize_mode 'longest'."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not (isinstance(self.image_size, int) and 1 <= self.image_size <= 4096):
+            raise ValueError(f"image_size: expected an int in [1, 4096], got {self.image_size!r}")
+        if len(self.mean) != 3 or not all(0.0 <= m <= 1.0 for m in self.mean):
+            raise ValueError(f"mean: expected 3 values in [0, 1], got {self.mean!r}")
+        if len(self.std) != 3 or not all(0.0 < s <= 10.0 for s in self.std):
+            raise ValueError(f"std: expected 3 values in (0, 10], got {self.std!r}")
+        if self.interpolation not in ("bicubic", "bilinear"):
+            raise ValueError(f"interpolation: expected bicubic or bilinear, got {self.interpolation!r}")
+        if self.resize_mode not in ("shortest", "longest", "squash"):
+            raise ValueError(f"resize_mode: expected shortest, longest or squash, got {self.resize_mode!r}")
+        if not (isinstance(self.fill_color, int) and 0 <= self.fill_color <= 255):
+            raise ValueError(f"fill_color: expected an int in [0, 255], got {self.fill_color!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessSpec":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class PreprocessedBatch:
+    """What preprocess_paths returns: the pixels of the usable files and why the others failed."""
+
+    pixels: np.ndarray
+    """float32 [B, 3, S, S], B = len(paths) (may be 0)."""
+    paths: tuple[Path, ...]
+    """The files behind pixels, in order."""
+    skipped: tuple[tuple[Path, str], ...]
+    """(path, short reason) for each file that could not be used."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under folder, recursively, sorted; extensions in IMAGE_EXTENSIONS, any case.
+
+    Symlinked directories are followed once each (by real path), so a symlink loop ends.
+    Broken links and non-regular files are skipped.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageError(f"{root}: expected a directory of images, got none there", path=root,
+                         reason="not a directory")
+    found: list[Path] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a loop, or a second link to a folder already listed
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode one image file, in its own mode (conversion happens after resize).
+
+    No EXIF transpose: open_clip does not apply one, and the pixels must match its pixels.
+    Raises ImageError("{path}: {reason}") for a missing, empty, corrupt, truncated, non-image
+    or decompression-bomb file.
+    """
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise _image_error(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                # copy(): a plain in-memory image, no file handle left open (multi-frame files).
+                return opened.copy()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise _image_error(path, "file not found") from None
+    except IsADirectoryError:
+        raise _image_error(path, "is a directory, expected an image file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _image_error(path, f"too large (decompression bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise _image_error(path, "not a recognised image format") from None
+    except Exception as exc:  # noqa: BLE001  Pillow plugins raise OSError, SyntaxError, struct.error...
+        raise _image_error(path, f"corrupt or truncated ({type(exc).__name__}: {exc})") from None
+
+
+def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One PIL image (any mode) -> float32 [3, S, S], exactly as open_clip's eval transform."""
+    resample = _RESAMPLE[spec.interpolation]
+    s = spec.image_size
+    try:
+        if spec.resize_mode == "shortest":
+            img = _resize(img, _shortest_edge_size(img.height, img.width, s), resample)
+            img = _center_crop_or_pad(img, s, fill=0)  # torchvision CenterCrop pads with 0
+        elif spec.resize_mode == "longest":
+            img = _resize(img, _keep_ratio_size(img.height, img.width, s), resample)
+            img = _center_crop_or_pad(img, s, fill=spec.fill_color)
+        else:  # squash
+            img = _resize(img, (s, s), resample)
+        img = img.convert("RGB")  # MaybeConvertMode: after resize and crop, as open_clip 3.3
+    except (ValueError, OSError) as exc:  # e.g. a mode Pillow cannot resize or convert
+        raise ImageError(f"cannot preprocess a {img.mode} image: {exc}") from None
+    return _normalise(img, spec)
+
+
+def preprocess_paths(paths: Iterable[str | Path], spec: PreprocessSpec) -> PreprocessedBatch:
+    """Load and preprocess files; unusable ones are listed in .skipped instead of raising.
+
+    Returns pixels float32 [B, 3, S, S] for the B usable files (B may be 0).
+    """
+    arrays: list[np.ndarray] = []
+    kept: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            arrays.append(preprocess_image(load_image(path), spec))
+            kept.append(path)
+        except ImageError as exc:
+            skipped.append((path, exc.reason))
+    s = spec.image_size
+    pixels = np.stack(arrays) if arrays else np.zeros((0, 3, s, s), dtype=np.float32)
+    return PreprocessedBatch(pixels=pixels, paths=tuple(kept), skipped=tuple(skipped))
+
+
+def _image_error(path: Path, reason: str) -> ImageError:
+    return ImageError(f"{path}: {reason}", path=path, reason=reason)
+
+
+def _shortest_edge_size(h: int, w: int, s: int) -> tuple[int, int]:
+    """torchvision Resize(int) on (h, w): short side -> s, long side truncated (int(), not round)."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = s, int(s * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return new_h, new_w
+
+
+def _keep_ratio_size(h: int, w: int, s: int) -> tuple[int, int]:
+    """open_clip ResizeKeepRatio(longest=1): fit the long side to s, Python round() (half-even).
+
+    max(1, .) is ours: open_clip would ask Pillow for a 0-pixel side on a sliver image and crash.
+    """
+    ratio = max(h / s, w / s)
+    return max(1, round(h * 1.0 / ratio)), max(1, round(w * 1.0 / ratio))
+
+
+def _resize(img: Image.Image, size_hw: tuple[int, int], resample: int) -> Image.Image:
+    """torchvision F.resize on PIL: no-op when the size already matches (no resampling blur)."""
+    if (img.height, img.width) == tuple(size_hw):
+        return img
+    return img.resize((size_hw[1], size_hw[0]), resample)
+
+
+def _center_crop_or_pad(img: Image.Image, s: int, fill: int) -> Image.Image:
+    """open_clip center_crop_or_pad / torchvision center_crop on PIL, for an s x s output."""
+    if s > img.width or s > img.height:
+        pad_w, pad_h = max(s - img.width, 0), max(s - img.height, 0)
+        ltrb = (pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2)
+        img = _pad(img, ltrb, fill)
+        if img.width == s and img.height == s:
+            return img
+    top = int(round((img.height - s) / 2.0))
+    left = int(round((img.width - s) / 2.0))
+    return img.crop((left, top, left + s, top + s))
+
+
+def _pad(img: Image.Image, ltrb: Sequence[int], fill: int) -> Image.Image:
+    """torchvision _functional_pil.pad, constant mode: fill per band, palette kept for 'P'."""
+    bands = len(img.getbands())
+    fill_value: int | tuple[int, ...] = tuple([fill] * bands) if bands > 1 else fill
+    if img.mode == "P":
+        palette = img.getpalette()
+        out = ImageOps.expand(img, border=tuple(ltrb), fill=fill_value)
+        out.putpalette(palette)
+        return out
+    return ImageOps.expand(img, border=tuple(ltrb), fill=fill_value)
+
+
+def _normalise(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """RGB PIL [S, S] -> float32 [3, S, S]: ToTensor (/255 in float32) then Normalize."""
+    hwc = np.asarray(img, dtype=np.uint8)
+    chw = hwc.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
+    return np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
