@@ -1,0 +1,74 @@
+"""Writing artifacts so that an interrupted run never leaves a half-written file under a final name.
+
+Every file vs2 produces goes through `atomic_path`: written under a temporary name in the same
+folder, flushed, then renamed (os.replace is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from .errors import Vs2Error
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; on success rename it onto `final`, else delete it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: object) -> Path:
+    """Write `data` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def read_json(path: Path, what: str) -> dict:
+    """Read a JSON object; a missing or corrupt file is a Vs2Error naming `what` it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise Vs2Error(f"{what}: expected a file at {path}, found none")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Vs2Error(f"{what}: {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise Vs2Error(f"{what}: expected a JSON object in {path}, got {type(data).__name__}")
+    return data
+
+
+def claim_output(path: Path, force: bool) -> Path:
+    """Refuse to overwrite an existing output unless `force` (issue: never lose work)."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise Vs2Error(f"{path} exists already; pass --force to overwrite it")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,12 @@
+"""Boundary errors: every one says what was expected and what came (DESIGN.md, Conventions).
+
+The CLI turns them into one line and exit code 2; a failed check (parity) is exit code 1.
+"""
+
+
+class Vs2Error(ValueError):
+    """Bad input at a boundary: a file, an option, an array, a model."""
+
+
+class CheckFailed(Exception):
+    """A check ran and its verdict is 'fail' (parity, tolerances). Exit code 1."""

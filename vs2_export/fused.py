@@ -1,0 +1,96 @@
+"""SteeredClip: the exact module that gets exported, and the PyTorch reference that verify runs.
+
+    pixel_values [B, 3, S, S] -> trunk -> h [B, d] -> SAE encode -> FVU gate -> VS2 steering
+        -> ln_post -> proj -> L2 normalise -> embedding [B, E] (-> logits [B, C])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip import ClipHead, ClipTrunk, LoadedClip, load_clip
+from .config import ModelSpec
+from .errors import Vs2Error
+from .sae import TopKSAE, load_sae
+from .steering import SteeringParams, load_steering, steer
+from .zeroshot import class_embeddings
+
+INPUT = "pixel_values"
+OVERRIDABLE = ("steer_gamma", "steer_lambda", "gate_tau")
+OUTPUTS = ("embedding", "base_embedding", "logits", "fvu", "steered",
+           "latent_indices", "latent_values")
+
+
+class SteeredClip(nn.Module):
+    """CLIP image tower with VS2 steering of the last block's CLS token (METHOD.md sections 1-5)."""
+
+    def __init__(self, visual: nn.Module, sae: TopKSAE, text: torch.Tensor | None,
+                 logit_scale: float):
+        super().__init__()
+        self.trunk = ClipTrunk(visual)
+        self.head = ClipHead(visual)
+        self.sae = sae
+        if text is not None:
+            self.register_buffer("text", text.float())          # [C, E], rows unit-norm
+        else:
+            self.text = None
+        self.logit_scale = float(logit_scale)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(n for n in OUTPUTS if n != "logits" or self.text is not None)
+
+    def forward(self, pixel_values: torch.Tensor, steer_gamma: torch.Tensor,
+                steer_lambda: torch.Tensor, gate_tau: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Outputs in `output_names` order; scalars are 0-d float tensors."""
+        h = self.trunk(pixel_values)
+        out = steer(h, self.sae, steer_gamma, steer_lambda, gate_tau)
+        # Plain CLIP and steered CLIP share the head; steering only replaces h (METHOD.md s. 1).
+        base = F.normalize(self.head(h), dim=-1)
+        embedding = F.normalize(self.head(out.h), dim=-1)
+        logits = (self.logit_scale * embedding @ self.text.T,) if self.text is not None else ()
+        return (embedding, base, *logits, out.fvu, out.steered, out.indices, out.values)
+
+
+@dataclass(frozen=True)
+class FusedParts:
+    """A SteeredClip and everything the export metadata records about its parts."""
+
+    module: SteeredClip
+    clip: LoadedClip
+    steering: SteeringParams
+    sae_sha256: str
+    classes: tuple[str, ...]
+    templates: tuple[str, ...]
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        """The default values of the overridable graph inputs."""
+        s = self.steering
+        return {name: torch.tensor(v, dtype=torch.float32)
+                for name, v in zip(OVERRIDABLE, (s.gamma, s.lam, s.tau))}
+
+
+def build_steered_clip(model: ModelSpec, sae_dir: Path, steering_path: Path,
+                       classes: tuple[str, ...], templates: tuple[str, ...]) -> FusedParts:
+    """Load every part, check they belong together, and assemble SteeredClip (eval, fp32)."""
+    clip = load_clip(model)
+    sae, checksum = load_sae(sae_dir)
+    steering = load_steering(steering_path)
+    if sae.cfg.d != clip.width:
+        raise Vs2Error(f"SAE {sae_dir} expects d={sae.cfg.d}, model {model.name} has CLS width "
+                       f"d={clip.width}")
+    if steering.sae_sha256 != checksum:
+        raise Vs2Error(f"steering {steering_path} was calibrated for SAE {steering.sae_sha256[:12]}, "
+                       f"but {sae_dir} holds SAE {checksum[:12]}")
+    if steering.model_id and steering.model_id != model.name:
+        raise Vs2Error(f"steering {steering_path} comes from activations of {steering.model_id}, "
+                       f"not of the model being exported ({model.name})")
+    text = class_embeddings(clip, classes, templates) if classes else None
+    scale = float(clip.model.logit_scale.detach().exp()) if hasattr(clip.model, "logit_scale") else 100.0
+    module = SteeredClip(clip.model.visual, sae, text, scale).eval()
+    return FusedParts(module, clip, steering, checksum, tuple(classes), tuple(templates))

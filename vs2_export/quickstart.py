@@ -1,0 +1,62 @@
+"""`vs2 quickstart`: every step of the pipeline on the embedded demo model, offline.
+
+    demo data -> extract -> train -> calibrate -> export -> verify -> eval -> classify
+
+The SAE sees only unlabeled images of the demo's shifted target domain (METHOD.md section 2:
+unlabeled in-domain activations); verify and eval use a separate labeled set of that domain.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from .activations import extract
+from .config import (CalibrateConfig, EvalConfig, ExportConfig, ExtractConfig, ModelSpec,
+                     QuickstartConfig, TrainConfig, VerifyConfig, to_jsonable)
+from .demo import data as demo_data
+from .evaluate import evaluate, predictions
+from .export import export
+from .parity import verify
+from .runtime.preprocess import list_images
+from .runtime.session import Vs2Session
+from .steering import calibrate
+from .train import train_sae
+
+log = logging.getLogger(__name__)
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    """Run the flow in cfg.workdir (or a new temporary folder); returns a summary of each step."""
+    work = cfg.workdir or Path(tempfile.mkdtemp(prefix="vs2-quickstart-"))
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn, *args):
+        start = time.perf_counter()
+        log.info("quickstart: %s", name)
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - start, 2)
+        return result
+
+    unlabeled = step("data", demo_data.generate_unlabeled, work / "data/unlabeled",
+                     cfg.n_unlabeled, "target", cfg.seed)
+    val = demo_data.generate_labeled(work / "data/val", cfg.n_val_per_class, "target", cfg.seed + 1)
+    demo_data.write_classes(work / "classes.txt")
+    model = ModelSpec()
+    step("extract", extract, ExtractConfig(unlabeled, work / "acts", model, force=True))
+    step("train", train_sae, TrainConfig(work / "acts", work / "sae", cfg.expansion, cfg.k,
+                                         cfg.batch_size, cfg.epochs, seed=cfg.seed, force=True))
+    step("calibrate", calibrate, CalibrateConfig(work / "acts", work / "sae",
+                                                 work / "steering.json", force=True))
+    exported = work / "exported/vs2-demo"
+    step("export", export, ExportConfig(work / "sae", work / "steering.json", exported, model,
+                                        work / "classes.txt", force=True))
+    parity = step("verify", verify, VerifyConfig(exported, val))
+    report = step("eval", evaluate, EvalConfig(exported, val))
+    samples = list_images(val)[:: max(1, len(list_images(val)) // 5)][:5]
+    classified = step("classify", predictions, Vs2Session(exported), samples)
+    return {"workdir": str(work), "config": to_jsonable(cfg), "seconds": timings,
+            "parity": parity, "eval": report, "classified": classified}

@@ -1,0 +1,119 @@
+"""The top-k sparse autoencoder (METHOD.md section 2) and its files: cfg.json + sae.safetensors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .artifacts import atomic_path, read_json, sha256_file
+from .config import SAEConfig
+from .errors import Vs2Error
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+
+
+class TopKSAE(nn.Module):
+    """Top-k SAE on CLS activations h: [B, d].
+
+        pre     = ReLU(W_enc (h - b_pre) + b_enc)        W_enc: [n, d], b_enc: [n]
+        c       = TopK_k(pre)                             k values per row, rest zero
+        h_tilde = W_dec c + b_pre                         W_dec: stored [n, d], one ROW per latent
+
+    W_dec is stored transposed against METHOD.md (rows, not columns, are latent directions) so
+    that decoding k latents gathers k rows. `mu` [d] is the mean of the training activations:
+    the centre of the FVU denominator used by the gate (METHOD.md section 4), not a parameter.
+    """
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        n, d = cfg.n, cfg.d
+        self.W_enc = nn.Parameter(torch.empty(n, d))
+        self.b_enc = nn.Parameter(torch.zeros(n))
+        self.W_dec = nn.Parameter(torch.empty(n, d))
+        self.b_pre = nn.Parameter(torch.zeros(d))
+        self.register_buffer("mu", torch.zeros(d))
+        nn.init.kaiming_uniform_(self.W_enc, a=5**0.5)
+        with torch.no_grad():
+            # W_dec starts as W_enc transposed, unit-norm (METHOD.md section 2; Gao et al. 2024).
+            self.W_dec.copy_(self.W_enc)
+            self.normalize_decoder()
+
+    def pre_activations(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B, d] -> ReLU(W_enc (h - b_pre) + b_enc) [B, n]."""
+        return F.relu(F.linear(h - self.b_pre, self.W_enc, self.b_enc))
+
+    def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [B, d] -> (values [B, k] descending, indices [B, k] int64). Values may be 0 (ReLU)."""
+        # sorted=True: ONNX Runtime's TopK orders ties and unsorted output differently (DESIGN.md).
+        values, indices = torch.topk(self.pre_activations(h), self.cfg.k, dim=-1, sorted=True)
+        return values, indices
+
+    def decode_delta(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """(values, indices) [B, k] -> W_dec c [B, d], touching only the k active rows."""
+        rows = self.W_dec[indices]                      # [B, k, d]
+        return torch.matmul(values.unsqueeze(-2), rows).squeeze(-2)
+
+    def decode(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """(values, indices) [B, k] -> h_tilde [B, d]."""
+        return self.decode_delta(values, indices) + self.b_pre
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B, d] -> h_tilde [B, d]."""
+        return self.decode(*self.encode(h))
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every decoder row to unit norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Drop the gradient component along each (unit) decoder row, so steps keep the norm."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(-1, keepdim=True)
+            self.W_dec.grad.sub_(parallel * self.W_dec)
+
+
+def save_sae(sae: TopKSAE, folder: Path, extra: dict | None = None) -> str:
+    """Write folder/sae.safetensors then folder/cfg.json (cfg last: its presence marks a complete
+    SAE). Returns the weights' SHA-256, which steering.json and the export metadata record."""
+    folder = Path(folder)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
+        save_file(tensors, str(tmp), metadata={"format": "vs2-topk-sae"})
+    checksum = sha256_file(folder / WEIGHTS_FILE)
+    cfg = {"format": "vs2-topk-sae", **asdict(sae.cfg), "n": sae.cfg.n, "sha256": checksum,
+           **(extra or {})}
+    with atomic_path(folder / CFG_FILE) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    return checksum
+
+
+def load_sae(folder: Path) -> tuple[TopKSAE, str]:
+    """Read an SAE folder -> (TopKSAE in eval mode, SHA-256 of its weights)."""
+    folder = Path(folder)
+    cfg = read_json(folder / CFG_FILE, "SAE config")
+    if cfg.get("format") != "vs2-topk-sae":
+        raise Vs2Error(f"SAE {folder}: expected format 'vs2-topk-sae' in cfg.json, got "
+                       f"{cfg.get('format')!r}")
+    try:
+        sae = TopKSAE(SAEConfig(d=int(cfg["d"]), expansion=int(cfg["expansion"]), k=int(cfg["k"])))
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (KeyError, TypeError) as exc:
+        raise Vs2Error(f"SAE {folder}: cfg.json lacks or mistypes {exc}") from None
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise Vs2Error(f"SAE {folder}: cannot read {WEIGHTS_FILE} ({exc})") from None
+    try:
+        sae.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise Vs2Error(f"SAE {folder}: weights do not match cfg.json ({str(exc)[:200]})") from None
+    return sae.eval(), sha256_file(folder / WEIGHTS_FILE)
