@@ -27,6 +27,7 @@ from .errors import Vs2Error
 from .runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
+RANDOM_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ def _create(name: str, pretrained: str | None) -> nn.Module:
     if pretrained == "none":
         log.warning("model %s: RANDOM WEIGHTS (--pretrained none); fine for speed and parity "
                     "checks, meaningless for accuracy", name)
-        return open_clip.create_model(name, pretrained=None)
+        # Seeded, so export and verify (two loads) see the same random model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return open_clip.create_model(name, pretrained=None)
     path = Path(pretrained)
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
         model = open_clip.create_model(name, pretrained=None)
