@@ -1,0 +1,59 @@
+"""Loading and splitting open_clip towers (METHOD.md section 1)."""
+
+import pytest
+import torch
+
+from vs2_export.clip import ClipHead, ClipTrunk, load_clip, read_state_dict
+from vs2_export.config import ModelSpec
+from vs2_export.errors import Vs2Error
+
+
+def split_matches_open_clip(name: str) -> None:
+    clip = load_clip(ModelSpec(name, "none"))
+    size = clip.preprocess.image_size
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = clip.model.encode_image(x)
+        h = ClipTrunk(clip.model.visual)(x)
+        got = ClipHead(clip.model.visual)(h)
+    assert h.shape == (2, clip.width)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-16", "ViT-L-14"])
+def test_trunk_then_head_is_open_clips_image_tower(name):
+    split_matches_open_clip(name)
+
+
+def test_random_weights_are_the_same_on_every_load():
+    a = load_clip(ModelSpec("ViT-B-32", "none")).model.visual.conv1.weight
+    b = load_clip(ModelSpec("ViT-B-32", "none")).model.visual.conv1.weight
+    assert torch.equal(a, b)
+
+
+def test_a_tower_without_a_cls_token_is_refused():
+    clip = load_clip(ModelSpec("RN50", "none"))
+    with pytest.raises(Vs2Error, match="VisionTransformer"):
+        ClipTrunk(clip.model.visual)
+
+
+def test_unknown_architecture_and_missing_pretrained_are_clear_errors():
+    with pytest.raises(Vs2Error, match="open_clip architecture"):
+        load_clip(ModelSpec("ViT-Q-99", "none"))
+    with pytest.raises(Vs2Error, match="--pretrained"):
+        ModelSpec("ViT-B-32", None)
+
+
+def test_checkpoints_load_only_as_tensors(tmp_path):
+    clip = load_clip(ModelSpec("ViT-B-32", "none"))
+    good = tmp_path / "good.pt"
+    torch.save(clip.model.state_dict(), good)
+    loaded = load_clip(ModelSpec("ViT-B-32", str(good)))
+    assert torch.equal(loaded.model.visual.proj, clip.model.visual.proj)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"state_dict": clip.model.state_dict(), "opt": object()}, pickled)
+    with pytest.raises(Vs2Error, match="weights_only"):
+        read_state_dict(pickled)
+    with pytest.raises(Vs2Error, match="found none"):
+        read_state_dict(tmp_path / "missing.safetensors")
