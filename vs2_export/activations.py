@@ -1,9 +1,10 @@
-"""images/ -> acts/: CLS activations in a sharded on-disk store, and its memory-mapped reader.
+"""images/ -> acts/: CLS activations (METHOD.md section 1) into the sharded store of store.py.
 
-    acts/shard-00000.npy   float32 [rows, d], each written atomically when full
-    acts/meta.json         model, layer, d, count, shards, the images they hold, skipped files
-
-meta.json is written last: a store without it is incomplete and is refused by the reader.
+Extraction is resumable and appendable: every full shard is written with the list of its images,
+so `append=True` keeps all complete shards and extracts only the images not held yet (after an
+interruption, or when new images arrive). Under torchrun each rank takes a contiguous part of the
+images still to do and writes its own shards (named by session, rank, index, so sorted names give
+the single-process row order); rank 0 writes meta.json once all ranks are done.
 """
 
 from __future__ import annotations
@@ -17,31 +18,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifacts import atomic_path, claim_output, read_json, write_json
+from .artifacts import claim_output, read_json
 from .clip import ClipTrunk, LoadedClip, load_clip
 from .config import ExtractConfig, to_jsonable
+from .distributed import Comm, session
 from .errors import Vs2Error
 from .runtime.preprocess import list_images, preprocess_paths
+from .store import (LAYER, META_FILE, ActivationStore, StoreMeta, store_array,  # noqa: F401
+                    write_meta, write_shard)
 
 log = logging.getLogger(__name__)
-META_FILE = "meta.json"
-LAYER = "visual.transformer.resblocks[-1] output, CLS token, before ln_post"
-
-
-@dataclass(frozen=True)
-class StoreMeta:
-    """What meta.json says about an activation store."""
-
-    model_id: str
-    """open_clip architecture name (or vs2-demo)."""
-    model_source: str
-    """pretrained tag, checkpoint path, 'none' or 'demo'."""
-    d: int
-    """Activation width."""
-    count: int
-    """Rows in all shards."""
-    shards: tuple[tuple[str, int], ...]
-    """(file name, rows) per shard, in order."""
 
 
 @dataclass(frozen=True)
@@ -54,132 +40,136 @@ class ExtractReport:
     """(path, reason) of every image that could not be read."""
 
 
-def _write_shard(folder: Path, index: int, rows: list[np.ndarray]) -> tuple[str, int]:
-    name = f"shard-{index:05d}.npy"
-    block = np.concatenate(rows, axis=0).astype(np.float32, copy=False)
-    with atomic_path(folder / name) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, block)
-    return name, int(block.shape[0])
+@dataclass(frozen=True)
+class HeldShard:
+    """A complete shard found on disk: its file, rows, images and the model that made it."""
+
+    name: str
+    images: tuple[str, ...]
+    model: tuple[str, str]
 
 
-def _batches(paths: list[Path], clip: LoadedClip, batch_size: int, skipped: list, kept: list
-             ) -> Iterator[np.ndarray]:
+def held_shards(folder: Path) -> list[HeldShard]:
+    """Complete shards (npy + image sidecar with matching rows), sorted by name = row order."""
+    found = []
+    for sidecar in sorted(Path(folder).glob("shard-*.npy.json")):
+        npy = sidecar.with_suffix("")
+        if not npy.is_file():
+            continue                      # the sidecar is written first: this shard never landed
+        data = read_json(sidecar, "shard image list")
+        rows = np.load(npy, mmap_mode="r").shape[0]
+        if rows != len(data["images"]):
+            raise Vs2Error(f"store {folder}: {npy.name} has {rows} rows, its image list "
+                           f"{len(data['images'])}")
+        found.append(HeldShard(npy.name, tuple(data["images"]),
+                               (data.get("model_id", ""), data.get("model_source", ""))))
+    return found
+
+
+def _batches(paths: list[Path], clip: LoadedClip, batch_size: int, skipped: list, kept: list,
+             show: bool) -> Iterator[np.ndarray]:
     """Decode + preprocess with THE runtime preprocessing -> pixels [b, 3, S, S] batches."""
-    with tqdm(total=len(paths), desc="extract", unit="img", disable=None) as bar:
+    with tqdm(total=len(paths), desc="extract", unit="img", disable=None if show else True) as bar:
         for start in range(0, len(paths), batch_size):
             batch = preprocess_paths(paths[start:start + batch_size], clip.preprocess)
             kept.extend(batch.paths)
             for path, reason in batch.skipped:
                 log.warning("skipped %s: %s", path, reason)
                 skipped.append((str(path), reason))
-            bar.update(batch_size)
+            bar.update(min(batch_size, len(paths) - start))
             if len(batch.paths):
                 yield batch.pixels
 
 
-def write_meta(folder: Path, model_id: str, source: str, d: int,
-               shards: list[tuple[str, int]], extra: dict) -> None:
-    """meta.json, written last: it marks the store complete."""
-    write_json(folder / META_FILE, {
-        "format": "vs2-activations", "model_id": model_id, "model_source": source,
-        "layer": LAYER, "d": d, "count": sum(n for _, n in shards), "dtype": "float32",
-        "shards": [{"file": f, "count": n} for f, n in shards], **extra})
+def extract(cfg: ExtractConfig) -> ExtractReport:
+    """Run the image trunk over every image under cfg.images and store h [N, d] (METHOD.md s. 1).
+    Under torchrun, every rank extracts a disjoint part of the images."""
+    with session(cfg.device) as (comm, device):
+        return _extract(cfg, comm, device)
 
 
-def store_array(folder: Path, h: np.ndarray, model_id: str, source: str,
-                shard_size: int = 16384) -> Path:
-    """Write activations h [N, d] computed elsewhere as a store (tests, imports)."""
-    folder = Path(folder)
-    shards = [_write_shard(folder, i, [h[s:s + shard_size]])
-              for i, s in enumerate(range(0, len(h), shard_size))]
-    write_meta(folder, model_id, source, int(h.shape[1]), shards, {})
-    return folder
+def _prepare(cfg: ExtractConfig, comm: Comm) -> list[HeldShard]:
+    """Check what the out folder holds against append / force; clear it for a fresh store."""
+    if not cfg.append:
+        claim_output(cfg.out / META_FILE, cfg.force)
+    held = held_shards(cfg.out) if cfg.out.is_dir() else []
+    if held and not cfg.append and not cfg.force:
+        raise Vs2Error(f"extract: {cfg.out} holds {len(held)} shards of an interrupted "
+                       "extraction; pass --append to resume it or --force to start over")
+    if cfg.force:
+        comm.barrier()                    # every rank has scanned before rank 0 deletes
+        if comm.main:
+            (cfg.out / META_FILE).unlink(missing_ok=True)   # it would list deleted shards
+            for f in list(cfg.out.glob("shard-*.npy")) + list(cfg.out.glob("shard-*.npy.json")):
+                f.unlink()
+        comm.barrier()
+        return []
+    model = (cfg.model.name, cfg.model.source)
+    for shard in held:
+        if shard.model != model:
+            raise Vs2Error(f"extract --append: {cfg.out} holds activations of {shard.model}, "
+                           f"expected {model}")
+    return held
 
 
 @torch.no_grad()
-def extract(cfg: ExtractConfig) -> ExtractReport:
-    """Run the image trunk over every image under cfg.images and store h [N, d] (METHOD.md s. 1)."""
-    claim_output(cfg.out / META_FILE, cfg.force)
+def _extract(cfg: ExtractConfig, comm: Comm, device: str) -> ExtractReport:
     paths = list_images(cfg.images)
     if not paths:
         raise Vs2Error(f"extract: expected images (jpg, png, webp, bmp) under {cfg.images}, found none")
+    held = _prepare(cfg, comm)
+    have = {image for shard in held for image in shard.images}
+    todo = [p for p in paths if str(p.relative_to(cfg.images)) not in have]
+    todo = todo[comm.part(len(todo))]
+    sessions = [int(s.name.split("-")[1][1:]) for s in held if s.name.startswith("shard-s")]
+    session_id = max(sessions, default=-1) + 1
+    log.info("extract: %d images, %d held already, %d for rank %d", len(paths), len(have),
+             len(todo), comm.rank)
     clip = load_clip(cfg.model)
-    trunk = ClipTrunk(clip.model.visual).to(cfg.device).eval()
+    trunk = ClipTrunk(clip.model.visual).to(device).eval()
     cfg.out.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
+    _run(cfg, clip, trunk, device, todo, f"shard-s{session_id:03d}-r{comm.rank:03d}", skipped,
+         comm.main)
+    skipped = [tuple(s) for part in comm.gather(skipped) for s in part]
+    comm.barrier()
+    if comm.main:
+        _finish(cfg, clip, skipped)
+    comm.barrier()
+    return ExtractReport(cfg.out, len(ActivationStore(cfg.out)), tuple(skipped))
+
+
+def _run(cfg: ExtractConfig, clip: LoadedClip, trunk: ClipTrunk, device: str, todo: list[Path],
+         prefix: str, skipped: list, show: bool) -> None:
+    """Extract `todo` into shards prefix-00000.npy, ... (each with its image list)."""
     kept: list[Path] = []
-    shards: list[tuple[str, int]] = []
     pending: list[np.ndarray] = []
-    for pixels in _batches(paths, clip, cfg.batch_size, skipped, kept):
-        h = trunk(torch.from_numpy(pixels).to(cfg.device)).float().cpu().numpy()
-        pending.append(h)
-        if sum(len(p) for p in pending) >= cfg.shard_size:
+    index, written = 0, 0
+    model = (cfg.model.name, cfg.model.source)
+    for pixels in _batches(todo, clip, cfg.batch_size, skipped, kept, show):
+        pending.append(trunk(torch.from_numpy(pixels).to(device)).float().cpu().numpy())
+        while sum(len(p) for p in pending) >= cfg.shard_size:
             block = np.concatenate(pending)
-            shards.append(_write_shard(cfg.out, len(shards), [block[: cfg.shard_size]]))
-            pending = [block[cfg.shard_size:]] if len(block) > cfg.shard_size else []
-    if pending:
-        shards.append(_write_shard(cfg.out, len(shards), pending))
-    count = sum(n for _, n in shards)
+            names = [str(p.relative_to(cfg.images)) for p in kept[written:written + cfg.shard_size]]
+            write_shard(cfg.out, f"{prefix}-{index:05d}.npy", block[:cfg.shard_size], names, model)
+            pending = [block[cfg.shard_size:]]
+            index, written = index + 1, written + cfg.shard_size
+    if sum(len(p) for p in pending):
+        names = [str(p.relative_to(cfg.images)) for p in kept[written:]]
+        write_shard(cfg.out, f"{prefix}-{index:05d}.npy", np.concatenate(pending), names, model)
+
+
+def _finish(cfg: ExtractConfig, clip: LoadedClip, skipped: list) -> None:
+    """Rank 0: meta.json over every complete shard, in name order."""
+    shards = held_shards(cfg.out)
+    count = sum(len(s.images) for s in shards)
     if count == 0:
-        raise Vs2Error(f"extract: none of the {len(paths)} files under {cfg.images} could be read")
-    write_meta(cfg.out, cfg.model.name, cfg.model.source, clip.width, shards, {
-        "preprocess": clip.preprocess.to_dict(), "config": to_jsonable(cfg),
-        "images": [str(p.relative_to(cfg.images)) for p in kept],
-        "skipped": [{"path": p, "reason": r} for p, r in skipped]})
-    log.info("extracted %d activations (d=%d) into %s; skipped %d", count, clip.width, cfg.out,
-             len(skipped))
-    return ExtractReport(cfg.out, count, tuple(skipped))
+        raise Vs2Error(f"extract: none of the files under {cfg.images} could be read")
+    write_meta(cfg.out, cfg.model.name, cfg.model.source, clip.width,
+               [(s.name, len(s.images)) for s in shards], {
+                   "preprocess": clip.preprocess.to_dict(), "config": to_jsonable(cfg),
+                   "images": [i for s in shards for i in s.images],
+                   "skipped": [{"path": p, "reason": r} for p, r in skipped]})
+    log.info("store %s: %d activations (d=%d) in %d shards; skipped %d", cfg.out, count,
+             clip.width, len(shards), len(skipped))
 
-
-class ActivationStore:
-    """Memory-mapped reader of an activation store: rows h [d] float32, never all in RAM."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        raw = read_json(self.folder / META_FILE, "activation store")
-        if raw.get("format") != "vs2-activations":
-            raise Vs2Error(f"activation store {folder}: expected format 'vs2-activations' in "
-                           f"meta.json, got {raw.get('format')!r}")
-        shards = tuple((s["file"], int(s["count"])) for s in raw["shards"])
-        self.meta = StoreMeta(raw["model_id"], raw["model_source"], int(raw["d"]),
-                              int(raw["count"]), shards)
-        self.arrays = [self._open(name, rows) for name, rows in shards]
-        self.offsets = np.cumsum([0] + [rows for _, rows in shards])
-
-    def _open(self, name: str, rows: int) -> np.ndarray:
-        path = self.folder / name
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise Vs2Error(f"activation store: cannot read {path} ({exc})") from None
-        if array.shape != (rows, self.meta.d) or array.dtype != np.float32:
-            raise Vs2Error(f"activation store: {path} expected float32 [{rows}, {self.meta.d}], "
-                           f"got {array.dtype} {list(array.shape)}")
-        return array
-
-    def __len__(self) -> int:
-        return self.meta.count
-
-    def iter_batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """Rows in store order, [<=batch_size, d] each (a batch never spans two shards)."""
-        for array in self.arrays:
-            for start in range(0, len(array), batch_size):
-                yield array[start:start + batch_size]
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows by global index [m] -> [m, d] float32 (sorted reads, original order kept)."""
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), self.meta.d), dtype=np.float32)
-        shard_of = np.searchsorted(self.offsets, rows[order], side="right") - 1
-        for s in np.unique(shard_of):
-            mask = shard_of == s
-            out[order[mask]] = self.arrays[s][rows[order][mask] - self.offsets[s]]
-        return out
-
-    def mean(self) -> np.ndarray:
-        """Mean activation [d], float64 accumulation."""
-        total = np.zeros(self.meta.d, dtype=np.float64)
-        for batch in self.iter_batches(8192):
-            total += batch.sum(axis=0, dtype=np.float64)
-        return total / max(len(self), 1)

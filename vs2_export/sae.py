@@ -102,6 +102,10 @@ def load_sae(folder: Path) -> tuple[TopKSAE, str]:
     """Read an SAE folder -> (TopKSAE in eval mode, SHA-256 of its weights)."""
     folder = Path(folder)
     cfg = read_json(folder / CFG_FILE, "SAE config")
+    if cfg.get("format") != "vs2-topk-sae" and "d_in" in cfg:
+        raise Vs2Error(f"SAE {folder}: this is a sparsify checkpoint, expected a vs2 SAE folder; "
+                       "convert it with `vs2 train --acts ACTS --out SAE --import-sae "
+                       f"{folder}`")
     if cfg.get("format") != "vs2-topk-sae":
         raise Vs2Error(f"SAE {folder}: expected format 'vs2-topk-sae' in cfg.json, got "
                        f"{cfg.get('format')!r}")
@@ -116,4 +120,11 @@ def load_sae(folder: Path) -> tuple[TopKSAE, str]:
         sae.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise Vs2Error(f"SAE {folder}: weights do not match cfg.json ({str(exc)[:200]})") from None
-    return sae.eval(), sha256_file(folder / WEIGHTS_FILE)
+    checksum = sha256_file(folder / WEIGHTS_FILE)
+    # A kill between the weights' rename and cfg.json's (train --force over an old SAE) leaves
+    # new weights beside the old cfg.json: refuse the mix instead of loading it.
+    if cfg.get("sha256") not in (None, checksum):
+        raise Vs2Error(f"SAE {folder}: cfg.json expects weights with SHA-256 {cfg['sha256'][:12]}, "
+                       f"{WEIGHTS_FILE} has {checksum[:12]} (an interrupted write?); retrain "
+                       "with --force")
+    return sae.eval(), checksum

@@ -1,9 +1,10 @@
-"""acts/ -> sae/: train the top-k SAE (METHOD.md section 2).
+"""acts/ -> sae/: train the top-k SAE (METHOD.md section 2), resumable, data-parallel under torchrun.
 
-Recipe (Gao et al. 2024): b_pre from the data mean; W_dec = W_enc^T with unit-norm rows, kept unit
-norm with the parallel gradient removed; loss = FVU-normalised MSE + AuxK on dead latents;
-Adam with lr 2e-4 / sqrt(n / 2^14), linear warm-up then linear decay; gradient clipping.
-Batch size and epochs are ours (config.TrainConfig).
+The recipe lives in recipe.py, the sparse kernels in sparse.py, checkpoints and metrics.jsonl in
+checkpoint.py. This module runs the loop: the data order of every epoch is a pure function of
+(seed, epoch) (store.epoch_order: shards shuffled, then rows within a buffer), each rank reads
+only its slice of each global batch through the store's memory maps, and rank 0 writes
+metrics.jsonl, checkpoints, curves.png, then cfg.json + sae.safetensors + train_report.json.
 """
 
 from __future__ import annotations
@@ -11,95 +12,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .activations import ActivationStore
 from .artifacts import claim_output, write_json
-from .config import SAEConfig, TrainConfig, to_jsonable
+from .checkpoint import (MetricsLog, drop_checkpoint, load_checkpoint, restore, save_checkpoint)
+from .config import TrainConfig, to_jsonable
+from .distributed import Comm, session
+from .errors import Vs2Error
+from .plot import plot_curves
+from .recipe import Batch, FireStats, aux_k_loss, init_sae, lr_factor, train_step  # noqa: F401
 from .sae import CFG_FILE, TopKSAE, save_sae
-from .steering import sae_fvu
+from .sparse import sparse_decode
+from .steering import fvu_per_sample
+from .store import ActivationStore, epoch_order
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DeadTracker:
-    """Samples since each latent last fired [n]; dead = more than `after` (Gao et al. 2024)."""
-
-    since: torch.Tensor
-    after: int
-
-    def update(self, indices: torch.Tensor, values: torch.Tensor, batch: int) -> None:
-        self.since += batch
-        fired = indices[values > 0]
-        self.since[fired] = 0
-
-    def dead(self) -> torch.Tensor:
-        return self.since > self.after
-
-
-def aux_k_loss(sae: TopKSAE, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor,
-               aux_k: int) -> torch.Tensor:
-    """AuxK: the top aux_k DEAD latents must reconstruct what the live ones missed.
-
-    pre [B, n] pre-activations, residual [B, d] = h - h_tilde (detached), dead [n] bool.
-    Normalised by the residual's variance, like the main loss (Gao et al. 2024, appendix A.2).
-    """
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return pre.new_zeros(())
-    masked = pre.masked_fill(~dead, 0.0)
-    values, indices = torch.topk(masked, min(aux_k, n_dead), dim=-1, sorted=False)
-    recon = sae.decode_delta(values, indices)
-    spread = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-    return (recon - residual).pow(2).sum(-1).mean() / spread
-
-
-def _schedule(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1, then linear decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def init_sae(cfg: TrainConfig, store: ActivationStore) -> TopKSAE:
-    """Seeded init with b_pre = mu = the data mean (METHOD.md section 2)."""
-    torch.manual_seed(cfg.seed)
-    sae = TopKSAE(SAEConfig(d=store.meta.d, expansion=cfg.expansion, k=cfg.k))
-    mean = torch.from_numpy(store.mean().astype(np.float32))
-    with torch.no_grad():
-        sae.b_pre.copy_(mean)
-        sae.mu.copy_(mean)
-    return sae
-
-
-def train_step(sae: TopKSAE, opt: torch.optim.Optimizer, h: torch.Tensor, dead: DeadTracker,
-               cfg: TrainConfig, spread: float) -> dict[str, float]:
-    """One Adam step on h [B, d]; returns the step's metrics."""
-    pre = sae.pre_activations(h)
-    values, indices = torch.topk(pre, sae.cfg.k, dim=-1, sorted=False)
-    recon = sae.decode(values, indices)
-    fvu = (recon - h).pow(2).sum(-1).mean() / spread
-    aux = aux_k_loss(sae, pre, (h - recon).detach(), dead.dead(), cfg.aux_k or sae.cfg.d // 2)
-    opt.zero_grad(set_to_none=True)
-    (fvu + cfg.aux_coef * aux).backward()
-    sae.remove_parallel_grads()
-    torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-    opt.step()
-    sae.normalize_decoder()
-    dead.update(indices.detach(), values.detach(), len(h))
-    return {"fvu": fvu.item(), "aux": aux.item(), "l0": (values > 0).sum(-1).float().mean().item()}
+CURVES_FILE = "curves.png"
 
 
 @contextlib.contextmanager
 def deterministic() -> Iterator[None]:
-    """The sparse decode's backward accumulates rows in thread order unless torch is told to be
-    deterministic; a fixed seed must give bit-identical weights."""
+    """A fixed seed must give bit-identical weights: have torch refuse nondeterministic kernels."""
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
@@ -109,45 +47,104 @@ def deterministic() -> Iterator[None]:
 
 
 def train_sae(cfg: TrainConfig) -> dict:
-    """Train and save the SAE; returns the train report (also written as train_report.json)."""
+    """Train and save the SAE; returns the train report (also written as train_report.json).
+    Under torchrun, every rank trains on its slice of each batch; all get the report."""
     claim_output(cfg.out / CFG_FILE, cfg.force)
-    with deterministic():
-        return _train(cfg)
+    with deterministic(), session(cfg.device) as (comm, device):
+        return _train(cfg, comm, device)
 
 
-def _train(cfg: TrainConfig) -> dict:
+def class_labels(store: ActivationStore) -> tuple[np.ndarray, list[str]]:
+    """PASS labels from folder-per-class image paths: (labels [N] int64, class names sorted)."""
+    images = store.images
+    if images is None or len(images) != len(store):
+        raise Vs2Error(f"train --labels: expected the store {store.folder} to record its images "
+                       "(extract from a folder with one subfolder per class), got none")
+    heads = [Path(p).parts[0] if len(Path(p).parts) > 1 else None for p in images]
+    if None in heads:
+        raise Vs2Error(f"train --labels: expected every image in a class folder, got "
+                       f"{images[heads.index(None)]!r} at the top level")
+    classes = sorted(set(heads))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[h] for h in heads], dtype=np.int64), classes
+
+
+def _train(cfg: TrainConfig, comm: Comm, device: str) -> dict:
     store = ActivationStore(cfg.acts)
-    sae = init_sae(cfg, store).to(cfg.device)
+    labels, classes = class_labels(store) if cfg.labels else (None, [])
+    sae = init_sae(cfg, store).to(device)
     lr = cfg.learning_rate(sae.cfg.n)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    steps_per_epoch = -(-len(store) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _schedule(s, total, int(cfg.warmup_frac * total)))
-    dead = DeadTracker(torch.zeros(sae.cfg.n, dtype=torch.long, device=cfg.device), cfg.dead_after)
-    rng = np.random.default_rng(cfg.seed)
+    fires = FireStats.zeros(sae.cfg.n, device)
+    state = load_checkpoint(cfg.out, cfg, comm) if cfg.resume else None
+    start = restore(state, sae, opt, fires) if state else 0
+    if cfg.resume:
+        log.info("resume: %s", f"from step {start}" if state else "no checkpoint, from scratch")
     spread = _total_spread(store, sae.mu.cpu().numpy())
-    curve, start = [], time.perf_counter()
-    bar = tqdm(total=total, desc="train", unit="step", disable=None)
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(store))
-        for b in range(steps_per_epoch):
-            h = torch.from_numpy(store.take(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]))
-            metrics = train_step(sae, opt, h.to(cfg.device), dead, cfg, spread)
-            sched.step()
-            if bar.n % 50 == 0 or bar.n == total - 1:
-                curve.append({"step": bar.n, "epoch": epoch, **metrics,
-                              "dead_frac": float(dead.dead().float().mean())})
-                bar.set_postfix(fvu=f"{metrics['fvu']:.3f}", dead=f"{curve[-1]['dead_frac']:.2f}")
-            bar.update()
+    per_epoch = -(-len(store) // cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    metrics = MetricsLog(cfg.out, start, comm.main)
+    counts = [rows for _, rows in store.meta.shards]
+    bar = tqdm(total=total, initial=start, desc="train", unit="step",
+               disable=None if comm.main else True)
+    order, epoch, clock = None, -1, (time.perf_counter(), 0)
+    for step in range(start, total):
+        if step // per_epoch != epoch:
+            epoch = step // per_epoch
+            order = epoch_order(counts, cfg.seed, epoch, cfg.shuffle_buffer)
+        rows = order[(step % per_epoch) * cfg.batch_size:][:cfg.batch_size]
+        mine = rows[comm.part(len(rows))]
+        batch = Batch(torch.from_numpy(store.take(mine)).to(device),
+                      None if labels is None else torch.from_numpy(labels[mine]).to(device),
+                      len(rows))
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(step, total, cfg)
+        m = train_step(sae, opt, batch, cfg, fires, comm, spread, len(classes))
+        if step == 0 or (step + 1) % cfg.log_every == 0 or step + 1 == total:
+            clock = _record(metrics, bar, m, step, epoch, fires, cfg, opt, clock)
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total \
+                and comm.main:
+            save_checkpoint(cfg.out, step + 1, sae, opt, fires, cfg)
+        bar.update()
     bar.close()
-    report = _final_report(sae.cpu().eval(), store, cfg, lr, total, time.perf_counter() - start)
-    report["curve"] = curve
-    save_sae(sae, cfg.out, extra={"train": {k: v for k, v in report.items() if k != "curve"}})
-    write_json(cfg.out / "train_report.json", report)
-    log.info("SAE trained: FVU %.4f, L0 %.1f, dead %.1f%%", report["fvu"], report["l0"],
-             100 * report["dead_frac"])
-    return report
+    return _finish(cfg, comm, sae, store, metrics, classes, lr, total)
+
+
+def _record(metrics: MetricsLog, bar: tqdm, m: dict, step: int, epoch: int, fires: FireStats,
+            cfg: TrainConfig, opt: torch.optim.Optimizer, clock: tuple[float, int]) -> tuple:
+    """Write one metrics record, refresh the progress bar; returns the new (time, samples) mark."""
+    now, samples = time.perf_counter(), fires.window_samples
+    per_sample = m.pop("per_sample_fvu")
+    record = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], **m,
+              "fvu_p50": float(per_sample.median()) if len(per_sample) else None,
+              "fvu_p90": float(per_sample.quantile(0.9)) if len(per_sample) else None,
+              "dead_frac": float(fires.dead(cfg.dead_after).double().mean()),
+              "dense_frac": fires.dense_frac(),
+              "acts_per_s": round((samples - clock[1]) / max(now - clock[0], 1e-9), 1)}
+    metrics.write(record)
+    bar.set_postfix(fvu=f"{m['fvu']:.3f}", l0=f"{m['l0']:.1f}", dead=f"{record['dead_frac']:.2f}",
+                    act_s=f"{record['acts_per_s']:.0f}")
+    fires.window.zero_()
+    fires.window_samples = 0
+    return time.perf_counter(), 0
+
+
+def _finish(cfg: TrainConfig, comm: Comm, sae: TopKSAE, store: ActivationStore,
+            metrics: MetricsLog, classes: list[str], lr: float, total: int) -> dict:
+    """Rank 0 evaluates and writes the SAE, report and curves; every rank returns the report."""
+    report = {}
+    if comm.main:
+        report = _final_report(sae.cpu().eval(), store, cfg, lr, total)
+        report["classes"] = classes
+        save_sae(sae, cfg.out, extra={"train": report})
+        report["curve"] = metrics.records
+        write_json(cfg.out / "train_report.json", report)
+        plot_curves(metrics.records, cfg.out / CURVES_FILE)
+        drop_checkpoint(cfg.out)
+        log.info("SAE trained: FVU %.4f, L0 %.1f, dead %.1f%%", report["fvu"], report["l0"],
+                 100 * report["dead_frac"])
+    comm.barrier()
+    return comm.gather(report)[0] if comm.world > 1 else report
 
 
 def _total_spread(store: ActivationStore, mu: np.ndarray) -> float:
@@ -157,24 +154,31 @@ def _total_spread(store: ActivationStore, mu: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def _final_report(sae: TopKSAE, store: ActivationStore, cfg: TrainConfig, lr: float, steps: int,
-                  seconds: float) -> dict:
-    """FVU (overall and per-sample), L0 and dead latents over the whole store, after training."""
+def _final_report(sae: TopKSAE, store: ActivationStore, cfg: TrainConfig, lr: float,
+                  steps: int) -> dict:
+    """FVU (overall and per-sample), L0, dead latents over the whole store, and the recipe.
+    Decodes with the sparse kernel: the exported decode_delta gathers [B, k, d] (805 MB for a
+    4096 x 64 x 768 batch), which would dominate the run's peak memory."""
     fired = torch.zeros(sae.cfg.n, dtype=torch.bool)
-    l0_sum, err, spread = 0.0, 0.0, 0.0
-    for batch in store.iter_batches(4096):
+    l0_sum, err, spread, done = 0.0, 0.0, 0.0, 0
+    # Filled in place: a small array kept per batch pins the heap between the batches' large
+    # freed temporaries, and glibc then cannot return them (RSS grew with the store's size).
+    per_sample = np.empty(len(store), dtype=np.float64)
+    for batch in store.iter_batches(1024):
         h = torch.tensor(batch, dtype=torch.float32)
         values, indices = sae.encode(h)
         fired[indices[values > 0]] = True
         l0_sum += float((values > 0).sum())
-        err += float((sae.decode(values, indices) - h).pow(2).sum())
+        recon = sparse_decode(values, indices, sae.W_dec) + sae.b_pre
+        err += float((recon - h).pow(2).sum())
         spread += float((h - sae.mu).pow(2).sum())
-    per_sample = sae_fvu(sae, store)
+        per_sample[done:done + len(h)] = fvu_per_sample(h, recon, sae.mu).double().numpy()
+        done += len(h)
     return {"fvu": err / max(spread, 1e-12), "l0": l0_sum / len(store),
             "dead_frac": float((~fired).float().mean()),
             "fvu_per_sample": {"median": float(np.median(per_sample)),
                                "p90": float(np.quantile(per_sample, 0.9)),
                                "p99": float(np.quantile(per_sample, 0.99))},
             "n": sae.cfg.n, "k": sae.cfg.k, "d": sae.cfg.d, "lr": lr, "steps": steps,
-            "samples": len(store), "seconds": round(seconds, 2),
+            "samples": len(store), "aux_k": min(cfg.aux_k or sae.cfg.d // 2, sae.cfg.n),
             "config": to_jsonable(cfg)}
