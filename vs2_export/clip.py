@@ -18,7 +18,7 @@ from typing import Callable
 
 import open_clip
 import torch
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from safetensors.torch import load_file
 from torch import nn
 
@@ -157,15 +157,48 @@ def check_splittable(visual: nn.Module) -> VisionTransformer:
 
 
 class ClipTrunk(nn.Module):
-    """pixels [B, 3, S, S] -> h [B, d]: the CLS token at the output of the last block, pre ln_post."""
+    """pixels [B, 3, S, S] -> h [B, d]: the CLS token at the output of the last block, pre ln_post.
 
-    def __init__(self, visual: nn.Module):
+    cls_only: the last block computes only the CLS query (keys and values still see every token).
+    VS2 and the head read nothing but that token (METHOD.md section 1), so the other P outputs of
+    the last block are dead work: about 6.6% of ViT-B-32's FLOPs (issue 4). Same math; towers
+    whose last block is not a plain open_clip self-attention block take the full path.
+    """
+
+    def __init__(self, visual: nn.Module, cls_only: bool = True):
         super().__init__()
         self.visual = check_splittable(visual)
+        self.cls_only = cls_only and _cls_query_supported(visual.transformer)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.visual.transformer(self.visual._embeds(pixel_values))  # [B, 1 + P, d]
-        return tokens[:, 0]
+        x = self.visual._embeds(pixel_values)                    # [B, 1 + P, d]
+        if not self.cls_only:
+            return self.visual.transformer(x)[:, 0]
+        blocks = self.visual.transformer.resblocks
+        for block in blocks[:-1]:
+            x = block(x)
+        return cls_query_block(blocks[-1], x)
+
+
+def _cls_query_supported(transformer: nn.Module) -> bool:
+    """Batch-first open_clip Transformer whose last block is plain self-attention (nn.MHA)."""
+    if not getattr(transformer, "batch_first", False) or not len(transformer.resblocks):
+        return False
+    last = transformer.resblocks[-1]
+    return (type(last) is ResidualAttentionBlock and isinstance(last.attn, nn.MultiheadAttention)
+            and not hasattr(last, "ln_1_kv"))
+
+
+def cls_query_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ResidualAttentionBlock for the CLS query only: x [B, T, d] -> CLS out [B, d].
+
+    Same formula as the block (pre-LN attention + MLP residuals), with query = token 0.
+    """
+    y = block.ln_1(x)
+    attn = block.attn(y[:, :1], y, y, need_weights=False)[0]   # [B, 1, d]
+    cls = x[:, :1] + block.ls_1(attn)
+    cls = cls + block.ls_2(block.mlp(block.ln_2(cls)))
+    return cls[:, 0]
 
 
 class ClipHead(nn.Module):

@@ -28,7 +28,9 @@ from .artifacts import atomic_path, claim_output, write_json
 from .config import TOLERANCES, ExportConfig, to_jsonable
 from .errors import Vs2Error
 from .fused import INPUT, OVERRIDABLE, FusedParts, build_steered_clip
+from .precision import to_fp16, to_int8, variant_path
 from .runtime.manifest import METADATA_KEY, Manifest
+from .runtime.preprocess import list_images, preprocess_paths
 from .sae import CFG_FILE, WEIGHTS_FILE
 from .zeroshot import read_classes
 
@@ -111,11 +113,22 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def check_graph(path: Path, parts: FusedParts) -> None:
+def cpu_options(precision: str) -> ort.SessionOptions:
+    """Session options that work for `precision` on the CPU provider: ORT 1.31 segfaults while
+    applying its level-'all' CPU optimisations to the fp16 graph (measured), 'basic' runs it."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if precision == "fp16":
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return options
+
+
+def check_graph(path: Path, parts: FusedParts, precision: str = "fp32") -> None:
     """onnx.checker, then ONNX Runtime loads the file and runs one batch of 3."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), cpu_options(precision),
+                                       providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - checker and ORT raise their own types
         raise Vs2Error(f"export: the written graph does not load ({exc})") from None
     size = parts.clip.preprocess.image_size
@@ -130,7 +143,8 @@ def export(cfg: ExportConfig) -> Manifest:
     """Build SteeredClip, export it as ONE graph with metadata, check it, write the folder."""
     claim_output(cfg.out / MODEL_FILE, cfg.force)
     classes = read_classes(cfg.classes) if cfg.classes else ()
-    parts = build_steered_clip(cfg.model, cfg.sae, cfg.steering, classes, cfg.templates)
+    parts = build_steered_clip(cfg.model, cfg.sae, cfg.steering, classes, cfg.templates,
+                               cfg.cls_only)
     model = trace_to_onnx(parts, cfg.opset)
     make_overridable(model, parts.scalars())
     outputs = [o.name for o in model.graph.output]
@@ -145,7 +159,77 @@ def export(cfg: ExportConfig) -> Manifest:
     write_json(cfg.out / MANIFEST_FILE, json.loads(manifest.to_json()))
     log.info("exported %s (%.1f MB)", cfg.out / MODEL_FILE,
              (cfg.out / MODEL_FILE).stat().st_size / 1e6)
+    for precision in cfg.precisions[1:]:
+        write_variant(cfg, parts, manifest, precision)
     return manifest
+
+
+def write_variant(cfg: ExportConfig, parts: FusedParts, manifest: Manifest, precision: str) -> Path:
+    """model.onnx -> model.PRECISION.onnx with its own metadata (precision.py says what stays fp32)."""
+    final = variant_path(cfg.out, precision)
+    claim_output(final, cfg.force)
+    fp32 = cfg.out / MODEL_FILE
+    meta = Manifest.from_dict({**json.loads(manifest.to_json()), "precision": precision})
+    pixels = None
+    if precision == "int8" and cfg.int8_mode == "static":
+        pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
+    else:
+        with contextlib.suppress(Vs2Error):  # only feeds the self-check here: optional
+            pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
+    with atomic_path(final) as tmp:
+        if precision == "fp16":
+            onnx.save_model(to_fp16(onnx.load(str(fp32))), str(tmp))
+        else:
+            to_int8(fp32, tmp, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode)
+        model = onnx.load(str(tmp))
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+        onnx.save_model(model, str(tmp))
+        check_graph(tmp, parts, precision)
+    write_json(cfg.out / f"manifest.{precision}.json",
+               json.loads(meta.to_json()))
+    log.info("exported %s (%.1f MB)", final, final.stat().st_size / 1e6)
+    if pixels is not None:
+        self_check(cfg, final, precision, pixels[:64], parts.steering.tau)
+    return final
+
+
+def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndarray,
+               tau: float) -> dict:
+    """The variant against the fp32 graph on calibration pixels [N, 3, S, S] (ORT vs ORT), by the
+    precision's tolerances: a variant that breaks them is announced at export, not found later.
+    Writes export_check.PRECISION.json; `vs2 verify` on in-domain images is the real gate."""
+    from .parity import compare  # parity imports this module
+    runs = {}
+    for name, path in (("ref", cfg.out / MODEL_FILE), ("got", variant)):
+        session = ort.InferenceSession(str(path), cpu_options(precision if name == "got" else "fp32"),
+                                       providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        runs[name] = dict(zip(names, session.run(names, {INPUT: pixels})))
+    checks = compare(runs["ref"], runs["got"], tau, TOLERANCES[precision])
+    failed = [c for c in checks if not c.passed]
+    report = {"precision": precision, "n_images": int(len(pixels)),
+              "verdict": "FAIL" if failed else "PASS", "checks": [c.__dict__ for c in checks]}
+    write_json(cfg.out / f"export_check.{precision}.json", report)
+    if failed:
+        log.warning("%s breaks its %s tolerances against the fp32 graph on %d calibration images: "
+                    "%s. `vs2 verify --precision %s` will fail; try --int8-mode dynamic or more "
+                    "in-domain calibration images (calibration/README.md)", variant.name, precision,
+                    len(pixels), "; ".join(f"{c.name} = {c.value:.4g} (limit {c.limit:.4g})"
+                                           for c in failed), precision)
+    return report
+
+
+def calibration_pixels(folder: Path, manifest: Manifest, limit: int) -> np.ndarray:
+    """Up to `limit` images of the calibration folder -> pixels [N, 3, S, S] (sorted, so the
+    same folder always gives the same int8 graph)."""
+    paths = list_images(folder)[:limit] if Path(folder).is_dir() else []
+    batch = preprocess_paths(paths, manifest.preprocess) if paths else None
+    if batch is None or not len(batch.paths):
+        raise Vs2Error(f"int8 static: expected calibration images under {folder} (see "
+                       "calibration/README.md), found none; or use --int8-mode dynamic")
+    log.info("calibration: %d images from %s", len(batch.paths), folder)
+    return batch.pixels
 
 
 def _write_companions(cfg: ExportConfig, classes: tuple[str, ...]) -> None:

@@ -30,9 +30,9 @@ class SteeredClip(nn.Module):
     """CLIP image tower with VS2 steering of the last block's CLS token (METHOD.md sections 1-5)."""
 
     def __init__(self, visual: nn.Module, sae: TopKSAE, text: torch.Tensor | None,
-                 logit_scale: float):
+                 logit_scale: float, cls_only: bool = True):
         super().__init__()
-        self.trunk = ClipTrunk(visual)
+        self.trunk = ClipTrunk(visual, cls_only)  # cls_only: clip.ClipTrunk (same math, fewer FLOPs)
         self.head = ClipHead(visual)
         self.sae = sae
         if text is not None:
@@ -76,7 +76,8 @@ class FusedParts:
 
 
 def build_steered_clip(model: ModelSpec, sae_dir: Path, steering_path: Path,
-                       classes: tuple[str, ...], templates: tuple[str, ...]) -> FusedParts:
+                       classes: tuple[str, ...], templates: tuple[str, ...],
+                       cls_only: bool = True) -> FusedParts:
     """Load every part, check they belong together, and assemble SteeredClip (eval, fp32)."""
     clip = load_clip(model)
     sae, checksum = load_sae(sae_dir)
@@ -92,5 +93,5 @@ def build_steered_clip(model: ModelSpec, sae_dir: Path, steering_path: Path,
                        f"not of the model being exported ({model.name})")
     text = class_embeddings(clip, classes, templates) if classes else None
     scale = float(clip.model.logit_scale.detach().exp()) if hasattr(clip.model, "logit_scale") else 100.0
-    module = SteeredClip(clip.model.visual, sae, text, scale).eval()
+    module = SteeredClip(clip.model.visual, sae, text, scale, cls_only).eval()
     return FusedParts(module, clip, steering, checksum, tuple(classes), tuple(templates))

@@ -1,0 +1,160 @@
+"""The fp32 graph -> its fp16 (CUDA) and int8 (CPU) variants (issue 4), written next to model.onnx.
+
+    model.onnx       fp32, the reference every variant is verified against
+    model.fp16.onnx  weights and matmuls fp16; LayerNorm, Softmax, TopK, the SAE head, the FVU gate
+                     and the norms fp32; inputs and outputs fp32 (DESIGN.md pitfalls: ORT #13639)
+    model.int8.onnx  static QDQ int8 calibrated on images (default) or dynamic int8 weights; the
+                     SAE head, gate, ln_post, projection, norms and the attention matmuls
+                     (activation x activation) fp32
+
+"Head" = every node after the trunk (the exporter records each node's module path in its
+`namespace` metadata): it costs ~0.05% of the FLOPs (METHOD.md section 3) and holds the top-k
+and the gate, which are discontinuous, so lowering it buys nothing and risks flips.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import Vs2Error
+
+log = logging.getLogger(__name__)
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+TRUNK_SCOPE = "/trunk: "
+# Ops that stay fp32 in the fp16 graph wherever they are (issue 4; ORT #13639 for LayerNorm).
+FP16_KEEP_OPS = ("LayerNormalization", "Softmax", "TopK", "ReduceL2", "ReduceSum", "Pow", "Sqrt",
+                 "Erf")
+INT8_OPS = ("MatMul", "Gemm", "Conv")
+INT8_MODES = ("static", "dynamic")
+
+
+def variant_path(folder: Path, precision: str) -> Path:
+    """exported/NAME + precision -> the variant's .onnx file."""
+    if precision not in VARIANT_FILES:
+        raise Vs2Error(f"precision: expected one of {list(VARIANT_FILES)}, got {precision!r}")
+    return Path(folder) / VARIANT_FILES[precision]
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes outside the trunk (SAE, gate, steering, ln_post, proj, norms, logits).
+
+    A graph without the exporter's namespace metadata cannot be split safely: refuse.
+    """
+    scoped = [n for n in model.graph.node if any(p.key == "namespace" for p in n.metadata_props)]
+    if not scoped:
+        raise Vs2Error("precision: expected node 'namespace' metadata from the dynamo exporter "
+                       "to find the SAE head, got a graph without it")
+    trunk = {n.name for n in scoped
+             if TRUNK_SCOPE in next(p.value for p in n.metadata_props if p.key == "namespace")}
+    if not trunk:
+        raise Vs2Error("precision: expected trunk nodes in the graph namespaces, found none")
+    # Unscoped nodes (shape plumbing) stay on whichever side they are; name them only if head.
+    return [n.name for n in model.graph.node if n.name and n.name not in trunk
+            and any(p.key == "namespace" for p in n.metadata_props)]
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp32 ModelProto -> fp16 weights and matmuls with fp32 I/O, head and FP16_KEEP_OPS."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    head = head_nodes(model)
+    converted = convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_OPS)),
+        node_block_list=head)
+    _drop_duplicate_nodes(converted)
+    del converted.graph.value_info[:]  # stale fp32/fp16 types from the converter; re-inferred
+    log.info("fp16: %d head nodes and ops %s kept in fp32", len(head), FP16_KEEP_OPS)
+    return converted
+
+
+def _drop_duplicate_nodes(model: onnx.ModelProto) -> None:
+    """The converter inserts one Cast per consumer of a shared tensor, under the same node and
+    output names (measured: ln_pre.weight, head.proj); keep the first of each identical node."""
+    seen: set[tuple] = set()
+    kept = []
+    for node in model.graph.node:
+        key = (node.op_type, tuple(node.input), tuple(node.output))
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(_topological(model.graph, kept))
+
+
+def _topological(graph: onnx.GraphProto, nodes: list) -> list:
+    """Nodes ordered so each comes after the producers of its inputs (the checker's rule; the
+    converter appends casts of graph inputs at the end)."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    ordered, pending = [], list(nodes)
+    while pending:
+        rest = [n for n in pending if not set(n.input) <= ready]
+        done = [n for n in pending if set(n.input) <= ready]
+        if not done:
+            raise Vs2Error(f"fp16: graph has a cycle or a dangling input at {rest[0].name}")
+        for n in done:
+            ready.update(n.output)
+        ordered.extend(done)
+        pending = rest
+    return ordered
+
+
+class PixelReader:
+    """ORT CalibrationDataReader over preprocessed pixels [N, 3, S, S], in batches."""
+
+    def __init__(self, pixels: np.ndarray, batch: int = 8):
+        self._batches = iter([{"pixel_values": pixels[s:s + batch]}
+                              for s in range(0, len(pixels), batch)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | None, mode: str = "static"
+            ) -> None:
+    """fp32 file -> int8 file (no metadata yet). pixels [N, 3, S, S]: calibration set (static).
+
+    Weights int8 per channel, activations uint8 asymmetric: the u8s8 kernels are ORT's fast path
+    on x86. quant_pre_process needs skip_symbolic_shape=True on these graphs (DESIGN.md pitfalls).
+    """
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_dynamic, quantize_static)
+    if mode not in INT8_MODES:
+        raise Vs2Error(f"int8 mode: expected one of {list(INT8_MODES)}, got {mode!r}")
+    if mode == "static" and (pixels is None or not len(pixels)):
+        raise Vs2Error("int8 static: expected calibration images, got none")
+    head = head_nodes(onnx.load(str(fp32_path), load_external_data=False))
+    with tempfile.TemporaryDirectory(prefix="vs2-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        _drop_value_info(pre)
+        keep = head + activation_matmuls(onnx.load(str(pre)))
+        common = dict(op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                      nodes_to_exclude=keep, weight_type=QuantType.QInt8)
+        if mode == "dynamic":
+            quantize_dynamic(str(pre), str(out_path), **common)
+        else:
+            quantize_static(str(pre), str(out_path), PixelReader(pixels),
+                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                            calibrate_method=CalibrationMethod.MinMax, **common)
+    log.info("int8 (%s): %d head nodes kept in fp32", mode, len(head))
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls with no weight operand: attention's Q K^T and softmax(.) V. Quantising both of
+    their inputs per tensor cost the demo model's embeddings cosine 0.979 (min over 200 images);
+    keeping them fp32 gave 0.999 (measured, issue 4). They are ~1% of ViT-B-32's FLOPs."""
+    weights = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and not set(n.input) & weights]
+
+
+def _drop_value_info(path: Path) -> None:
+    """Stale intermediate shapes make the quantizer's second shape inference fail (768 vs 3072
+    on the SAE Gemm, measured); ONNX re-infers them from the weights."""
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
