@@ -119,6 +119,10 @@ def calibrate(cfg: CalibrateConfig) -> SteeringParams:
     fvu = sae_fvu(sae, store)
     if fvu.size == 0:
         raise Vs2Error(f"calibrate: expected activations in {cfg.acts}, found none")
+    bad = int((~np.isfinite(fvu)).sum())
+    if bad:  # else tau = NaN lands in steering.json and every later step inherits it
+        raise Vs2Error(f"calibrate: expected finite activations and SAE weights, got NaN or Inf "
+                       f"FVU for {bad} of {fvu.size} activations in {cfg.acts}")
     stats = {name: float(np.quantile(fvu, q)) for name, q in
              (("median", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))}
     stats["mean"] = float(fvu.mean())

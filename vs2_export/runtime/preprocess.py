@@ -127,6 +127,9 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         if path.is_file() and path.stat().st_size == 0:
             raise _image_error(path, "empty file (0 bytes)")
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # Opening a FIFO blocks until a writer comes: refuse it (and sockets, devices) unread.
+            raise _image_error(path, "not a regular file (a FIFO, socket or device)")
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,0 +1,200 @@
+"""The hostile image corpus (issue 5), generated on the fly: no binaries are committed.
+
+`write_corpus(folder)` fills a folder with files scraped-from-the-wild style and returns a
+Corpus saying which files must be processed (good) and which must be skipped with a reason
+(bad). Folder-walking commands must process every good file and list every bad one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Pillow refuses (DecompressionBombError) above 2 x MAX_IMAGE_PIXELS (89.5 M); we declare ~1.6 G.
+BOMB_SIDE = 40_000
+NON_UTF8 = b"caf\xe9-\xff\xfe"  # Latin-1 bytes: not valid UTF-8, a legal Linux file name
+
+
+@dataclass
+class Corpus:
+    """What write_corpus made: good files must be processed, bad ones skipped with a reason."""
+
+    root: Path
+    good: list[Path] = field(default_factory=list)
+    bad: dict[Path, str] = field(default_factory=dict)
+    """bad file -> a word its skip reason must contain."""
+
+
+def smooth_rgb(width: int, height: int, seed: int) -> Image.Image:
+    """A smooth random RGB image (cheap to compress, never constant)."""
+    low = np.random.default_rng(seed).random((4, 4, 3))
+    return Image.fromarray((low * 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
+
+
+def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 1-bit grey pixels and holds one empty IDAT: a few
+    hundred bytes that claim more pixels than Pillow's decompression-bomb limit."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def exif_rotated_jpeg(seed: int) -> bytes:
+    """A landscape JPEG whose EXIF Orientation (6) says 'rotate 90 degrees to display'."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encoded(smooth_rgb(80, 50, seed), "JPEG", exif=exif.tobytes())
+
+
+def _good_files(seed: int) -> dict[str, bytes]:
+    """Unusual but valid images: every one must be processed."""
+    rgba = smooth_rgb(70, 60, seed).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((70, 60)))
+    palette = smooth_rgb(64, 64, seed + 1).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    grey16 = Image.fromarray((np.linspace(0, 65535, 72 * 40).reshape(40, 72)).astype(np.uint16))
+    return {
+        "plain.png": encoded(smooth_rgb(96, 96, seed + 2), "PNG"),
+        "plain.jpg": encoded(smooth_rgb(120, 90, seed + 3), "JPEG"),
+        "alpha.png": encoded(rgba, "PNG"),
+        "palette.png": encoded(palette, "PNG"),
+        "palette_transparent.png": encoded(palette, "PNG", transparency=0),
+        "grey16.png": encoded(grey16, "PNG"),
+        "cmyk.jpg": encoded(smooth_rgb(64, 48, seed + 4).convert("CMYK"), "JPEG"),
+        "one_pixel.png": encoded(smooth_rgb(1, 1, seed + 5), "PNG"),
+        "wide_10000x300.jpg": encoded(smooth_rgb(10000, 300, seed + 6), "JPEG", quality=60),
+        "exif_rotated.jpg": exif_rotated_jpeg(seed + 7),
+        "UPPER.JPG": encoded(smooth_rgb(50, 50, seed + 8), "JPEG"),
+        "grey.bmp": encoded(smooth_rgb(40, 40, seed + 9).convert("L"), "BMP"),
+    }
+
+
+def _bad_files(seed: int) -> dict[str, tuple[bytes, str]]:
+    """Files that must be skipped, with a word the reason must contain."""
+    jpeg = encoded(smooth_rgb(90, 90, seed), "JPEG")
+    png = encoded(smooth_rgb(90, 90, seed + 1), "PNG")
+    return {
+        "zero_bytes.jpg": (b"", "empty"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
+        "truncated.png": (png[: len(png) // 2], "truncated"),
+        "text_named.jpg": (b"<html>this is a web page, not a photo</html>\n", "not a recognised"),
+        "bomb.png": (png_header_only(BOMB_SIDE, BOMB_SIDE), "decompression bomb"),
+    }
+
+
+def write_corpus(folder: Path, seed: int = 0, fifo: bool = True) -> Corpus:
+    """Fill `folder` with the hostile corpus; returns which files are good and which bad."""
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = Corpus(folder)
+    for name, data in _good_files(seed).items():
+        (folder / name).write_bytes(data)
+        corpus.good.append(folder / name)
+    for name, (data, reason) in _bad_files(seed).items():
+        (folder / name).write_bytes(data)
+        corpus.bad[folder / name] = reason
+    # A non-UTF-8 name, good and bad: paths travel as bytes-escaped str (surrogateescape).
+    weird = Path(os.fsdecode(bytes(folder) + b"/" + NON_UTF8))
+    Path(f"{weird}.png").write_bytes(encoded(smooth_rgb(60, 60, seed + 10), "PNG"))
+    corpus.good.append(Path(f"{weird}.png"))
+    Path(f"{weird}-bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    corpus.bad[Path(f"{weird}-bad.jpg")] = "not a recognised"
+    # A symlink loop (must not hang or duplicate) and a dangling link (never a file).
+    os.symlink(folder, folder / "loop")
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    if fifo:  # opening a FIFO blocks forever: it must never be opened
+        os.mkfifo(folder / "pipe.jpg")
+    return corpus
+
+
+def bad_reason_words(corpus: Corpus) -> dict[str, str]:
+    """str(path) -> reason word, the way reports list paths."""
+    return {str(p): word for p, word in corpus.bad.items()}
+
+
+# ---- running the real CLI
+
+
+REPO = Path(__file__).resolve().parents[1]
+ERROR_PREFIXES = ("vs2: error:", "vs2: parity", "vs2: internal error")
+
+
+def run_vs2(*args: str | bytes | Path, timeout: float = 180, cwd: Path | None = None
+            ) -> "subprocess.CompletedProcess[bytes]":
+    """`vs2 ARGS` in a fresh interpreter, stdout strict UTF-8 (the strictest terminal a user
+    may have), bytes out; a hang fails the test through the timeout instead of blocking CI."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("VS2_DEBUG", None)
+    argv = [sys.executable, "-m", "vs2_export.cli",
+            *[a if isinstance(a, bytes) else os.fsencode(str(a)) for a in args]]
+    return subprocess.run(argv, capture_output=True, timeout=timeout, env=env, cwd=cwd or REPO)
+
+
+def text(stream: bytes) -> str:
+    """Decoded output; surrogateescape keeps any raw byte visible to asserts."""
+    return stream.decode("utf-8", "surrogateescape")
+
+
+def error_lines(stderr: bytes | str) -> list[str]:
+    """The lines vs2 wrote as its verdict (log lines INFO/WARNING are not verdicts)."""
+    out = text(stderr) if isinstance(stderr, bytes) else stderr
+    return [line for line in out.splitlines() if line.startswith(ERROR_PREFIXES)]
+
+
+def assert_clean_failure(done, code: int, *words: str) -> str:
+    """Exit `code`, exactly one verdict line on stderr containing every word, no traceback."""
+    err = text(done.stderr)
+    assert done.returncode == code, f"exit {done.returncode}, expected {code}: {err[-2000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    lines = error_lines(err)
+    assert len(lines) == 1, f"expected one error line, got {lines} in {err[-2000:]}"
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def model_with_external_data(folder: Path, location: str, nested: bool = False) -> Path:
+    """A small ONNX model (y = x + w) whose weight w lives in external data at `location`,
+    optionally inside an If subgraph (where a scanner that reads only the top graph misses it).
+    Writes folder/model.onnx and a valid 16-byte data file inside the folder."""
+    from onnx import TensorProto, helper, numpy_helper
+    folder.mkdir(parents=True, exist_ok=True)
+    np.arange(4, dtype=np.float32).tofile(folder / "inside.bin")
+    w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    vec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    if nested:
+        branch = helper.make_graph([helper.make_node("Constant", [], ["c"], value=w),
+                                    helper.make_node("Add", ["x", "c"], ["y"])], "branch", [],
+                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+        cond = numpy_helper.from_array(np.array(True), "cond")
+        node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)
+        graph = helper.make_graph([node], "g", vec[:1], vec[1:], [cond])
+    else:
+        graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", vec[:1],
+                                  vec[1:], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    with open(folder / "model.onnx", "wb") as fh:  # onnx.save would try to resolve the data
+        fh.write(model.SerializeToString())
+    return folder / "model.onnx"

@@ -1,0 +1,235 @@
+"""`vs2 doctor`: can this machine run vs2? Versions, ONNX Runtime providers, threads, the demo model.
+
+Each probe yields Findings; any finding at level "fail" makes the machine unhealthy (exit 1).
+Probes never raise: what goes wrong is the finding. Two traps are looked for explicitly
+(DESIGN.md pitfalls): onnxruntime and onnxruntime-gpu installed together (ORT #26996), and a CUDA
+provider that is built in but silently falls back to the CPU for lack of libraries (ORT #23372).
+
+`torch_device` is also the one check of a torch --device option (extract, train).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+from . import __version__
+from .errors import Vs2Error
+
+log = logging.getLogger(__name__)
+DISTRIBUTIONS = ("torch", "open_clip_torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy",
+                 "pillow", "safetensors", "typer")
+# Every ONNX Runtime wheel installs the same `onnxruntime` package: two of them overwrite each
+# other's files, and the CUDA provider is the usual victim (ORT #26996).
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
+                     "onnxruntime-openvino", "onnxruntime-qnn", "ort-nightly", "ort-nightly-gpu")
+ORT_DEFAULT_LOG_SEVERITY = 2  # ORT's default logger level (warning), restored after probes
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the doctor's report."""
+
+    name: str
+    level: str
+    """'ok', 'info', 'warn' or 'fail' (only 'fail' makes the machine unhealthy)."""
+    detail: str
+
+
+def torch_device(name: str):
+    """A --device value -> torch.device, or a Vs2Error saying which device exists (no silent
+    fallback, and no torch AssertionError 'not compiled with CUDA' deep in a run)."""
+    import torch
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise Vs2Error(f"device: expected cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise Vs2Error(f"device: expected cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise Vs2Error(f"device {name}: expected a CUDA GPU, got none usable by torch "
+                       f"{torch.__version__} (built for CUDA {torch.version.cuda}); use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise Vs2Error(f"device {name}: expected an index below {torch.cuda.device_count()} "
+                       f"(GPUs present), got {device.index}")
+    return device
+
+
+def versions() -> dict[str, str | None]:
+    """Python, vs2_export and every distribution vs2 depends on (None = not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version(), "vs2_export": __version__}
+    for dist in DISTRIBUTIONS:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
+def check_ort_distributions() -> list[Finding]:
+    """More than one ONNX Runtime wheel installed is a broken install (ORT #26996)."""
+    installed = [d for d in ORT_DISTRIBUTIONS if _installed(d)]
+    if not installed:
+        return [Finding("onnxruntime install", "fail", "no ONNX Runtime distribution installed")]
+    if len(installed) > 1:
+        return [Finding("onnxruntime install", "fail",
+                        f"{' and '.join(installed)} are installed together; they overwrite each "
+                        "other and CUDA is silently lost (ORT #26996): uninstall all, then install "
+                        "one (onnxruntime-gpu for GPUs)")]
+    return [Finding("onnxruntime install", "ok", installed[0])]
+
+
+def _installed(dist: str) -> bool:
+    try:
+        metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_ort() -> Iterator[None]:
+    """ORT's default logger prints a red error when a provider library fails to load; the
+    doctor reports that itself, so silence it for the probe."""
+    import onnxruntime as ort
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
+
+
+def _probe_model() -> bytes:
+    """A one-node Identity graph: enough to make ORT instantiate a provider."""
+    from onnx import TensorProto, helper
+    tensor = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              tensor[:1], tensor[1:])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=8).SerializeToString()
+
+
+def probe_provider(provider: str) -> tuple[list[str], str]:
+    """Create a tiny session asking for `provider` (then CPU) -> (providers ORT really uses,
+    error text or '')."""
+    import numpy as np
+    import onnxruntime as ort
+    asked = list(dict.fromkeys([provider, "CPUExecutionProvider"]))  # CPU last, once
+    try:
+        with _quiet_ort():
+            session = ort.InferenceSession(_probe_model(), providers=asked)
+            session.run(None, {"x": np.zeros(1, np.float32)})
+        return list(session.get_providers()), ""
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return [], f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def check_providers(require_gpu: bool) -> tuple[list[Finding], dict]:
+    """Available providers (compiled in) against usable ones (a session really runs on them)."""
+    import onnxruntime as ort
+    available = list(ort.get_available_providers())
+    usable: dict[str, bool] = {}
+    findings = []
+    cpu, error = probe_provider("CPUExecutionProvider")
+    usable["CPUExecutionProvider"] = "CPUExecutionProvider" in cpu
+    findings.append(Finding("provider cpu", "ok" if usable["CPUExecutionProvider"] else "fail",
+                            "runs" if usable["CPUExecutionProvider"] else f"does not run: {error}"))
+    gpu_level = "fail" if require_gpu else "warn"
+    if "CUDAExecutionProvider" not in available:
+        usable["CUDAExecutionProvider"] = False
+        findings.append(Finding("provider cuda", gpu_level if require_gpu else "info",
+                                f"not in this ONNX Runtime build (available: {available})"))
+    else:
+        got, error = probe_provider("CUDAExecutionProvider")
+        usable["CUDAExecutionProvider"] = "CUDAExecutionProvider" in got
+        findings.append(Finding("provider cuda", "ok", "runs") if usable["CUDAExecutionProvider"]
+                        else Finding("provider cuda", gpu_level,
+                                     "compiled in, but a session falls back to "
+                                     f"{got or 'nothing'} (ORT #23372): the CUDA / cuDNN libraries "
+                                     f"are missing or no GPU is present{'; ' + error if error else ''}"))
+    return findings, {"available": available, "usable": usable}
+
+
+def thread_info() -> dict:
+    """CPUs the process may use and the thread counts torch and ONNX Runtime will pick."""
+    info: dict = {"cpu_count": os.cpu_count()}
+    with contextlib.suppress(AttributeError, OSError):
+        info["affinity"] = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError):
+        info["cgroup_cpu_max"] = Path("/sys/fs/cgroup/cpu.max").read_text().strip()  # quota period
+    info["env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                   if k in os.environ}
+    with contextlib.suppress(Exception):
+        import torch
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_cuda"] = torch.cuda.is_available()
+    info["onnxruntime_intra_op"] = "0 = one per physical core (Vs2Session(threads=N) overrides)"
+    return info
+
+
+def check_demo_model() -> Finding:
+    """Load the bundled demo CLIP and run its image trunk on one blank image."""
+    start = time.perf_counter()
+    try:
+        import torch
+        from .clip import ClipTrunk, load_clip
+        from .config import ModelSpec
+        clip = load_clip(ModelSpec())
+        size = clip.preprocess.image_size
+        with torch.no_grad():
+            h = ClipTrunk(clip.model.visual)(torch.zeros(1, 3, size, size))
+        if not bool(torch.isfinite(h).all()):
+            return Finding("demo model", "fail", "loads, but gives non-finite activations")
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return Finding("demo model", "fail", f"does not load: {type(exc).__name__}: "
+                                             f"{_first_line(exc)}")
+    return Finding("demo model", "ok", f"loads and runs ({size} px, d={clip.width}, "
+                                       f"{time.perf_counter() - start:.1f} s)")
+
+
+def diagnose(require_gpu: bool = False, demo: bool = True) -> dict:
+    """Run every probe -> the report: healthy, findings, versions, providers, threads."""
+    found = versions()
+    findings = [Finding(f"import {d}", "fail", "not installed") for d in ("torch", "numpy", "pillow")
+                if found.get(d) is None]
+    findings += check_ort_distributions()
+    providers: dict = {}
+    try:
+        provider_findings, providers = check_providers(require_gpu)
+        findings += provider_findings
+    except ImportError as exc:
+        findings.append(Finding("import onnxruntime", "fail", str(exc)))
+    if demo:
+        findings.append(check_demo_model())
+    healthy = not any(f.level == "fail" for f in findings)
+    log.info("doctor: %s", "healthy" if healthy else "NOT healthy")
+    return {"healthy": healthy, "findings": [asdict(f) for f in findings], "versions": found,
+            "providers": providers, "threads": thread_info()}
+
+
+def format_report(report: dict) -> str:
+    """The human-readable doctor report (the CLI prints it)."""
+    lines = ["versions: " + ", ".join(f"{k} {v or '-'}" for k, v in report["versions"].items())]
+    if report["providers"]:
+        usable = [p for p, ok in report["providers"]["usable"].items() if ok]
+        lines.append(f"providers: available {report['providers']['available']}, usable {usable}")
+    t = report["threads"]
+    lines.append(f"threads: {t.get('cpu_count')} CPUs, affinity {t.get('affinity', '?')}, "
+                 f"torch {t.get('torch_threads', '?')}, cgroup {t.get('cgroup_cpu_max', '-')}")
+    lines += [f"[{f['level']:>4}] {f['name']}: {f['detail']}" for f in report["findings"]]
+    lines.append("healthy" if report["healthy"] else "NOT healthy")
+    return "\n".join(lines)
