@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from vs2_export.activations import store_array
 
@@ -22,3 +23,12 @@ def store(tmp_path):
     """A small activation store of synthetic h [2048, 32]."""
     return store_array(tmp_path / "acts", synthetic_activations(), "test-model", "none",
                        shard_size=700)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is fastest, and immune to other jobs on the 2 shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,12 +26,7 @@ def torchrun(*args: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_process_extraction_equals_one_process(tmp_path):

@@ -12,13 +12,7 @@ from vs2_export.recipe import aux_k_loss, geometric_median, lr_factor
 from vs2_export.sparse import select_pre, sparse_decode
 from vs2_export.train import train_sae
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and immune to other jobs on the 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -11,12 +11,7 @@ from vs2_export.sae import load_sae
 from vs2_export.train import train_sae
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labeled_store(folder):

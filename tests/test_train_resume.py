@@ -22,13 +22,7 @@ from vs2_export.train import train_sae
 train_sae(TrainConfig(**json.loads(sys.argv[1])))
 """
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and immune to other jobs on the 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
