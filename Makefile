@@ -20,5 +20,7 @@ quickstart: setup
 test: setup
 	$(PY) -m pytest
 
+# Speed against the baselines on a random-weight ViT-B-32 (benchmarks/README.md).
 bench: setup
-	$(VENV)/bin/vs2 bench
+	$(PY) benchmarks/build_random.py ViT-B-32 64 runs/bench/ViT-B-32
+	$(VENV)/bin/vs2 bench runs/bench/ViT-B-32/exported --ablations --out runs/bench/vit-b-32.json

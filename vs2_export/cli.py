@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import click
 import typer
 
-from .config import (CalibrateConfig, EvalConfig, ExportConfig, ExtractConfig, ModelSpec,
+from .config import (BenchConfig, CalibrateConfig, EvalConfig, ExportConfig, ExtractConfig, ModelSpec,
                      QuickstartConfig, TrainConfig, VerifyConfig, DEFAULT_TEMPLATES, DEMO_MODEL)
-from .errors import CheckFailed
+from .errors import CheckFailed, Vs2Error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export CLIP with VS2 steering to one ONNX graph; run and verify it.")
@@ -35,26 +37,58 @@ def cli_command(name: str | None = None) -> Callable:
     return lambda fn: app.command(name)(_guarded(fn))
 
 
+EXIT_INTERNAL = 3
+"""A bug, not bad input: one line, and the traceback only with VS2_DEBUG=1."""
+
+
+def _configure_logging() -> None:
+    """Our INFO lines; other libraries' warnings and errors only (the ONNX exporter's INFO
+    chatter about constant folding is not for users)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vs2_export").setLevel(logging.INFO)
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)
+
+
 def _guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        _configure_logging()
         try:
             return fn(*args, **kwargs)
         except CheckFailed as exc:
-            typer.echo(f"vs2: {exc}", err=True)
-            raise typer.Exit(1)
-        except (ValueError, FileNotFoundError) as exc:
-            typer.echo(f"vs2: error: {exc}", err=True)
-            raise typer.Exit(2)
+            _fail(f"vs2: {exc}", 1)
+        except (ValueError, OSError) as exc:  # OSError: unreadable, permission, disk full
+            _fail(f"vs2: error: {exc}", 2)
         except KeyboardInterrupt:
-            typer.echo("vs2: interrupted", err=True)
-            raise typer.Exit(130)
+            _fail("vs2: interrupted", 130)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise  # typer's own control flow: exit codes and usage errors
+        except Exception as exc:  # noqa: BLE001 - never a traceback, unless asked for
+            if os.environ.get("VS2_DEBUG"):
+                raise
+            _fail(f"vs2: internal error ({type(exc).__name__}): {exc} (VS2_DEBUG=1 shows the "
+                  "traceback; please report it)", EXIT_INTERNAL)
     return wrapper
 
 
+def _printable(text: str) -> str:
+    """File names that are not UTF-8 arrive as lone surrogates, which a strict stdout cannot
+    encode: show their bytes as \\xNN instead of crashing."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fail(message: str, code: int) -> None:
+    """One line on stderr (messages from libraries may hold newlines), then exit `code`."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.echo(_printable(line), err=True)
+    raise typer.Exit(code)
+
+
 def _emit(data: dict, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else _printable(text))
 
 
 MODEL_HELP = "open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14) or vs2-demo"
@@ -71,35 +105,77 @@ def extract(images: Path = typer.Option(..., help="folder of images (recursive)"
             shard_size: int = typer.Option(default(ExtractConfig, "shard_size")),
             device: str = typer.Option(default(ExtractConfig, "device")),
             force: bool = typer.Option(False, help="overwrite an existing store"),
+            append: bool = typer.Option(default(ExtractConfig, "append"),
+                                        help="add only images the store lacks (also resumes)"),
             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """images -> CLS activations of the last block (before ln_post), sharded on disk."""
+    """images -> CLS activations of the last block (before ln_post), sharded on disk.
+    Data-parallel: torchrun --nproc-per-node N --no-python vs2 extract ..."""
     from .activations import extract as run
+    from .doctor import torch_device
+    torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
     report = run(ExtractConfig(images, out, ModelSpec(model, pretrained), batch_size, shard_size,
-                               device, force))
+                               device, force, append=append))
     _emit({"out": report.out, "count": report.count, "skipped": report.skipped}, as_json,
-          f"extracted {report.count} activations into {report.out}"
+          f"store {report.out} holds {report.count} activations"
           + "".join(f"\nskipped {p}: {r}" for p, r in report.skipped))
+
+
+def _t(name: str):
+    """The TrainConfig default of `name` (config.py is the only home of defaults)."""
+    return default(TrainConfig, name)
 
 
 @cli_command()
 def train(acts: Path = typer.Option(..., help="activation store from `vs2 extract`"),
           out: Path = typer.Option(..., help="SAE folder to write"),
-          k: int = typer.Option(default(TrainConfig, "k"), help="active latents per input"),
-          expansion: int = typer.Option(default(TrainConfig, "expansion"), help="n = expansion*d"),
-          epochs: int = typer.Option(default(TrainConfig, "epochs")),
-          batch_size: int = typer.Option(default(TrainConfig, "batch_size")),
+          k: int = typer.Option(_t("k"), help="active latents per input"),
+          expansion: int = typer.Option(_t("expansion"), help="n = expansion * d"),
+          epochs: int = typer.Option(_t("epochs")),
+          batch_size: int = typer.Option(_t("batch_size"), help="global batch (all ranks)"),
           lr: Optional[float] = typer.Option(None, help="default: 2e-4 / sqrt(n / 2^14)"),
-          seed: int = typer.Option(default(TrainConfig, "seed")),
-          device: str = typer.Option(default(TrainConfig, "device")),
+          warmup_frac: float = typer.Option(_t("warmup_frac"), help="linear warm-up share"),
+          decay_frac: float = typer.Option(_t("decay_frac"), help="final linear-decay share"),
+          aux_k: Optional[int] = typer.Option(None, help="AuxK latents; default min(n, d/2)"),
+          aux_coef: float = typer.Option(_t("aux_coef"), help="AuxK weight (0 = off)"),
+          dead_after: int = typer.Option(_t("dead_after"), help="dead after this many samples"),
+          grad_clip: float = typer.Option(_t("grad_clip"), help="max grad norm (0 = off)"),
+          b_pre_init: str = typer.Option(_t("b_pre_init"), help="median (geometric) or mean"),
+          tied_init: bool = typer.Option(_t("tied_init"), help="W_dec starts as W_enc^T"),
+          unit_decoder: bool = typer.Option(_t("unit_decoder"), help="unit-norm decoder rows"),
+          shuffle_buffer: int = typer.Option(_t("shuffle_buffer"), help="rows shuffled together"),
+          labels: bool = typer.Option(_t("labels"), help="PASS: class = image's first folder"),
+          pass_coef: float = typer.Option(_t("pass_coef"), help="PASS loss weight"),
+          seed: int = typer.Option(_t("seed")),
+          device: str = typer.Option(_t("device")),
+          log_every: int = typer.Option(_t("log_every"), help="steps between metric records"),
+          checkpoint_every: int = typer.Option(_t("checkpoint_every"), help="0 = none"),
+          resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
+          import_sae: Optional[Path] = typer.Option(
+              None, help="do not train: import this sparsify folder (cfg.json + sae.safetensors)"),
           force: bool = typer.Option(False, help="overwrite an existing SAE"),
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """activations -> top-k SAE (cfg.json + sae.safetensors + train_report.json)."""
+    """activations -> top-k SAE (cfg.json + sae.safetensors + train_report.json, metrics.jsonl,
+    curves.png). Data-parallel: torchrun --nproc-per-node N --no-python vs2 train ..."""
+    if import_sae is not None:
+        from .sae_import import import_sae as run_import
+        result = run_import(import_sae, acts, out, force)
+        _emit(result, as_json, f"imported {import_sae} into {out}: median FVU "
+              f"{result['fvu_per_sample']['median']:.4f} on {acts}")
+        return
+    from .doctor import torch_device
     from .train import train_sae
-    report = train_sae(TrainConfig(acts, out, expansion, k, batch_size, epochs, lr, seed=seed,
-                                   device=device, force=force))
-    report.pop("curve")
-    _emit(report, as_json, f"SAE in {out}: FVU {report['fvu']:.4f}, L0 {report['l0']:.1f}, "
-          f"dead latents {100 * report['dead_frac']:.1f}%")
+    torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
+    report = train_sae(TrainConfig(
+        acts, out, expansion=expansion, k=k, batch_size=batch_size, epochs=epochs, lr=lr,
+        warmup_frac=warmup_frac, aux_k=aux_k, aux_coef=aux_coef, dead_after=dead_after,
+        grad_clip=grad_clip, seed=seed, device=device, force=force, b_pre_init=b_pre_init,
+        tied_init=tied_init, unit_decoder=unit_decoder, decay_frac=decay_frac,
+        shuffle_buffer=shuffle_buffer, log_every=log_every, checkpoint_every=checkpoint_every,
+        resume=resume, labels=labels, pass_coef=pass_coef))
+    report.pop("curve", None)
+    if report:
+        _emit(report, as_json, f"SAE in {out}: FVU {report['fvu']:.4f}, L0 {report['l0']:.1f}, "
+              f"dead latents {100 * report['dead_frac']:.1f}%")
 
 
 @cli_command()
@@ -130,12 +206,26 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                                               help="prompt template with one {} (repeatable)"),
            opset: int = typer.Option(default(ExportConfig, "opset")),
            force: bool = typer.Option(False, help="overwrite an existing export"),
+           precision: List[str] = typer.Option(list(default(ExportConfig, "precisions")),
+                                               help="fp32, fp16 (CUDA), int8 (CPU); repeatable"),
+           int8_mode: str = typer.Option(default(ExportConfig, "int8_mode"),
+                                         help="static (calibrated QDQ) or dynamic (fallback)"),
+           calibration: Path = typer.Option(default(ExportConfig, "calibration"),
+                                            help="images for int8 static calibration"),
+           calibration_max: int = typer.Option(default(ExportConfig, "calibration_max"),
+                                               help="calibrate on at most this many images"),
+           cls_only: bool = typer.Option(default(ExportConfig, "cls_only"),
+                                         help="last block computes the CLS query only"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph with metadata."""
-    from .export import MODEL_FILE, export as run
-    manifest = run(ExportConfig(sae, steering, out, ModelSpec(model, pretrained), classes,
-                                tuple(template), opset, force))
-    _emit(json.loads(manifest.to_json()), as_json, f"exported {out / MODEL_FILE}")
+    """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph per precision, with metadata."""
+    from .export import export as run
+    from .precision import variant_path
+    cfg = ExportConfig(sae, steering, out, ModelSpec(model, pretrained), classes, tuple(template),
+                       opset, force, tuple(precision), int8_mode, calibration, calibration_max,
+                       cls_only)
+    manifest = run(cfg)
+    _emit(json.loads(manifest.to_json()), as_json, "\n".join(
+        f"exported {variant_path(out, p)}" for p in cfg.precisions))
 
 
 @cli_command()
@@ -145,13 +235,43 @@ def verify(exported: Path = typer.Argument(..., help="export folder"),
            max_images: int = typer.Option(default(VerifyConfig, "max_images")),
            provider: str = typer.Option(default(VerifyConfig, "provider"), help="cpu or cuda"),
            report: Optional[Path] = typer.Option(None, help="JSON report path"),
+           precision: str = typer.Option(default(VerifyConfig, "precision"),
+                                         help="variant to verify: fp32, fp16 or int8"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """PyTorch reference vs ONNX Runtime on the same images; exit 1 on any failed tolerance."""
     from .parity import verify as run
-    result = run(VerifyConfig(exported, images, None, batch_size, max_images, provider, report))
+    result = run(VerifyConfig(exported, images, None, batch_size, max_images, provider, report,
+                              precision))
     lines = [f"{c['name']:<32} {c['value']:.6g} (limit {c['limit']:.6g})" for c in result["checks"]]
-    _emit(result, as_json, "\n".join(lines) + f"\nparity {result['verdict']} on "
+    _emit(result, as_json, "\n".join(lines) + f"\nparity {result['verdict']} ({precision}) on "
           f"{result['n_images']} images")
+
+
+@cli_command()
+def bench(exported: Path = typer.Argument(..., help="export folder"),
+          batch: List[int] = typer.Option(list(default(BenchConfig, "batches")),
+                                          help="batch size (repeatable)"),
+          runs: int = typer.Option(default(BenchConfig, "runs"), help="timed runs per batch"),
+          warmup: int = typer.Option(default(BenchConfig, "warmup")),
+          threads: Optional[int] = typer.Option(None, help="threads for torch and ORT; default all cores"),
+          provider: str = typer.Option(default(BenchConfig, "provider"), help="cpu or cuda"),
+          ablations: bool = typer.Option(False, help="also time the graph-saving and tuning ablations"),
+          out: Optional[Path] = typer.Option(None, help="JSON report (chart beside it as .png)"),
+          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Time PyTorch+hook, the bare ONNX encoder and every variant in one run; print ratios."""
+    from .bench import bench as run
+    report = run(BenchConfig(exported, tuple(batch), runs, warmup, threads, provider, ablations,
+                             out=out))
+    lines = [f"{'row':<34} {'batch':>5} {'ms/img':>8} {'img/s':>7} {'vs torch':>8} {'vs enc':>7}"]
+    for row in report["rows"]:
+        for b, st in row["batches"].items():
+            lines.append(f"{row['name'][:34]:<34} {b:>5} {st['ms_per_image']:>8.2f} "
+                         f"{st['images_per_s']:>7.2f} {st['speedup_vs_pytorch']:>7.2f}x "
+                         f"{st['cost_vs_encoder']:>6.3f}")
+    lines.append(f"ORT MatMul 2048^3: {report['matmul_2048_gflops']:.1f} GFLOP/s")
+    lines += [f"target {'met ' if t['met'] else 'MISS'} {t['target']}: {t['value']:.3f} "
+              f"(limit {t['limit']})" for t in report["targets"]]
+    _emit(report, as_json, "\n".join(lines))
 
 
 @cli_command()
@@ -164,9 +284,11 @@ def classify(exported: Path = typer.Argument(..., help="export folder"),
     from .evaluate import predictions
     from .runtime.session import Vs2Session
     results = predictions(Vs2Session(exported, provider=provider), images, top)
+    if not results["predictions"]:  # nothing to show: the reasons are the one error line
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in results["skipped"][:3])
+        raise Vs2Error(f"classify: none of the {len(images)} images could be read ({reasons}"
+                       f"{'; ...' if len(results['skipped']) > 3 else ''})")
     _emit(results, as_json, _format_predictions(results))
-    if results["skipped"] and not results["predictions"]:
-        raise typer.Exit(2)
 
 
 def _format_predictions(results: dict) -> str:
@@ -204,6 +326,18 @@ def quickstart(workdir: Optional[Path] = typer.Option(None, help="default: a tem
     _emit(summary, as_json, f"\nparity {summary['parity']['verdict']} "
           f"({summary['parity']['n_images']} images)\n\n{format_table(summary['eval'])}\n\n"
           f"{_format_predictions(summary['classified'])}\n\nall artifacts in {summary['workdir']}")
+
+
+@cli_command()
+def doctor(require_gpu: bool = typer.Option(False, help="an unusable CUDA provider is a failure"),
+           demo: bool = typer.Option(True, help="check that the demo model loads and runs"),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Versions, usable ONNX Runtime providers, threads, the demo model; exit 1 if unhealthy."""
+    from .doctor import diagnose, format_report
+    report = diagnose(require_gpu=require_gpu, demo=demo)
+    _emit(report, as_json, format_report(report))
+    if not report["healthy"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

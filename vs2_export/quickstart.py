@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .activations import extract
+from .artifacts import write_json
 from .config import (CalibrateConfig, EvalConfig, ExportConfig, ExtractConfig, ModelSpec,
                      QuickstartConfig, TrainConfig, VerifyConfig, to_jsonable)
 from .demo import data as demo_data
@@ -39,6 +40,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         log.info("quickstart: %s", name)
         result = fn(*args)
         timings[name] = round(time.perf_counter() - start, 2)
+        log.info("quickstart: %s took %.1f s", name, timings[name])
         return result
 
     unlabeled = step("data", demo_data.generate_unlabeled, work / "data/unlabeled",
@@ -58,5 +60,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     report = step("eval", evaluate, EvalConfig(exported, val))
     samples = list_images(val)[:: max(1, len(list_images(val)) // 5)][:5]
     classified = step("classify", predictions, Vs2Session(exported), samples)
-    return {"workdir": str(work), "config": to_jsonable(cfg), "seconds": timings,
-            "parity": parity, "eval": report, "classified": classified}
+    summary = {"workdir": str(work), "config": to_jsonable(cfg), "seconds": timings,
+               "parity": parity, "eval": report, "classified": classified}
+    write_json(work / "quickstart_report.json", summary)
+    return summary
