@@ -15,7 +15,7 @@ from PIL import Image
 
 from vs2_export.activations import ActivationStore
 from vs2_export.config import ModelSpec
-from vs2_export.runtime.session import external_data_locations
+from vs2_export.runtime.onnx_wire import external_data_locations
 
 from hostile import (BOMB_SIDE, REPO, Corpus, assert_clean_failure, bad_reason_words,
                      model_with_external_data, run_vs2, text, write_corpus)
