@@ -22,6 +22,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; on success rename it onto `final`, else delete it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(final)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -34,6 +35,28 @@ def atomic_path(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def _remove_abandoned(final: Path) -> None:
+    """Delete temporaries of `final` left by a writer that was killed (kill -9 runs no cleanup):
+    .NAME.PID.tmp whose PID is no longer a running process. A live writer's file is kept."""
+    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = tmp.name[len(final.name) + 2:-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def write_json(path: Path, data: object) -> Path:
