@@ -392,7 +392,7 @@ def test_cuda_on_a_cpu_machine(model_dir, caplog):
 
 
 def test_cuda_error_mentions_both_ort_distributions(model_dir, monkeypatch):
-    monkeypatch.setattr(session_module, "_installed", lambda name: True)
+    monkeypatch.setattr(session_module, "is_installed", lambda name: True)
     monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ProviderError, match="Both onnxruntime and onnxruntime-gpu"):
         Vs2Session(model_dir, provider="cuda")

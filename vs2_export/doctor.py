@@ -89,6 +89,8 @@ def check_ort_distributions() -> list[Finding]:
 
 
 def _installed(dist: str) -> bool:
+    # Not runtime.session.is_installed: importing that imports onnxruntime, and doctor must still
+    # run (and say so) when the ONNX Runtime install is what is broken.
     try:
         metadata.version(dist)
     except metadata.PackageNotFoundError:

@@ -295,7 +295,7 @@ def _check_provider(session: ort.InferenceSession, provider: str, allow_cpu_fall
     message = ("provider: asked for cuda, but ONNX Runtime runs on "
                f"{session.get_providers()} (available: {ort.get_available_providers()}). "
                "Check the CUDA and cuDNN libraries ONNX Runtime needs.")
-    both = _installed("onnxruntime") and _installed("onnxruntime-gpu")
+    both = is_installed("onnxruntime") and is_installed("onnxruntime-gpu")
     if both:
         message += (" Both onnxruntime and onnxruntime-gpu are installed, which disables CUDA "
                     "(ORT #26996): uninstall both, then install onnxruntime-gpu only.")
@@ -304,7 +304,8 @@ def _check_provider(session: ort.InferenceSession, provider: str, allow_cpu_fall
     log.warning("%s Falling back to the CPU (allow_cpu_fallback=True).", message)
 
 
-def _installed(distribution: str) -> bool:
+def is_installed(distribution: str) -> bool:
+    """Whether a Python distribution (e.g. onnxruntime-gpu) is installed."""
     try:
         metadata.version(distribution)
     except metadata.PackageNotFoundError:
