@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .artifacts import write_json
 from .config import EvalConfig
@@ -41,7 +42,7 @@ def _predict(session: Vs2Session, items: list[tuple[Path, int]], batch: int, ski
     """-> labels [N], steered predictions [N], plain predictions [N], gate flags [N]."""
     label_of = dict(items)
     labels, steered_pred, plain_pred, flags = [], [], [], []
-    for start in range(0, len(items), batch):
+    for start in tqdm(range(0, len(items), batch), desc="eval", unit="batch", disable=None):
         chunk = preprocess_paths([p for p, _ in items[start:start + batch]],
                                  session.manifest.preprocess)
         skipped.extend({"path": str(p), "reason": r} for p, r in chunk.skipped)

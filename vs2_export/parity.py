@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .artifacts import write_json
 from .config import TOLERANCES, ModelSpec, Tolerances, VerifyConfig, to_jsonable
@@ -126,7 +127,8 @@ def load_pixels(folder: Path, manifest: Manifest, limit: int) -> tuple[np.ndarra
 def run_reference(parts: FusedParts, pixels: np.ndarray, batch: int) -> dict[str, np.ndarray]:
     """The eager SteeredClip on pixels [N, 3, S, S] -> outputs by name, concatenated."""
     chunks = []
-    for start in range(0, len(pixels), batch):
+    for start in tqdm(range(0, len(pixels), batch), desc="verify: torch", unit="batch",
+                      disable=None):
         out = parts.module(torch.from_numpy(pixels[start:start + batch]), *parts.scalars().values())
         chunks.append([t.numpy() for t in out])
     return {name: np.concatenate([c[i] for c in chunks])
@@ -135,7 +137,9 @@ def run_reference(parts: FusedParts, pixels: np.ndarray, batch: int) -> dict[str
 
 def run_graph(session: Vs2Session, pixels: np.ndarray, batch: int) -> dict[str, np.ndarray]:
     """ONNX Runtime on the same pixels -> outputs by name, concatenated."""
-    chunks = [session.run(pixels[s:s + batch]) for s in range(0, len(pixels), batch)]
+    starts = tqdm(range(0, len(pixels), batch), desc="verify: onnxruntime", unit="batch",
+                  disable=None)
+    chunks = [session.run(pixels[s:s + batch]) for s in starts]
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
