@@ -23,6 +23,7 @@ from .artifacts import atomic_path, write_json
 from .bench_chart import draw_chart
 from .bench_models import HookedClip, export_encoder, matmul_model, vit_gflop
 from .config import BenchConfig, to_jsonable
+from .errors import Vs2Error
 from .precision import VARIANT_FILES, to_int8, variant_path
 from .runtime.session import Vs2Session
 
@@ -255,6 +256,9 @@ def bench(cfg: BenchConfig) -> dict:
     torch.set_num_threads(threads)
     fp32 = variant_path(cfg.exported, "fp32")
     manifest = Vs2Session(fp32).manifest
+    if manifest.pixel_input != "pixel_values":  # its rows feed float pixels to every graph
+        raise Vs2Error(f"bench: expected a float-input export, {cfg.exported} takes "
+                       f"{manifest.pixel_input}; bench an export without --uint8-input")
     parts = reference_for(Path(cfg.exported), manifest, None)
     size = manifest.image_size
     pixels = np.random.default_rng(cfg.seed).standard_normal(

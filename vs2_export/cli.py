@@ -216,13 +216,17 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                                                help="calibrate on at most this many images"),
            cls_only: bool = typer.Option(default(ExportConfig, "cls_only"),
                                          help="last block computes the CLS query only"),
+           uint8_input: bool = typer.Option(
+               default(ExportConfig, "uint8_input"),
+               help="graph input pixels_uint8 uint8 [B, S, S, 3] (resized, cropped RGB); the graph "
+                    "normalises"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph per precision, with metadata."""
     from .export import export as run
     from .precision import variant_path
     cfg = ExportConfig(sae, steering, out, ModelSpec(model, pretrained), classes, tuple(template),
                        opset, force, tuple(precision), int8_mode, calibration, calibration_max,
-                       cls_only)
+                       cls_only, uint8_input)
     manifest = run(cfg)
     _emit(json.loads(manifest.to_json()), as_json, "\n".join(
         f"exported {variant_path(out, p)}" for p in cfg.precisions))

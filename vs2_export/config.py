@@ -244,6 +244,9 @@ class ExportConfig:
     the demo's worst-image cosine from 0.97 to 0.995, measured)."""
     cls_only: bool = True
     """The last block computes only the CLS query (same math, ~6.6% fewer FLOPs on ViT-B-32)."""
+    uint8_input: bool = False
+    """Graph input pixels_uint8 uint8 [B, S, S, 3]: decoded, resized, cropped RGB; the graph
+    casts, scales and normalises (instead of pixel_values float32 [B, 3, S, S])."""
 
     def __post_init__(self) -> None:
         _paths(self)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .artifacts import write_json
 from .config import EvalConfig
 from .errors import Vs2Error
-from .runtime.preprocess import list_images, preprocess_paths
+from .runtime.preprocess import list_images
 from .runtime.session import Vs2Session
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ def _predict(session: Vs2Session, items: list[tuple[Path, int]], batch: int, ski
     label_of = dict(items)
     labels, steered_pred, plain_pred, flags = [], [], [], []
     for start in tqdm(range(0, len(items), batch), desc="eval", unit="batch", disable=None):
-        chunk = preprocess_paths([p for p, _ in items[start:start + batch]],
-                                 session.manifest.preprocess)
+        # The session preprocesses into the kind its graph takes (float32 or uint8 pixels).
+        chunk = session.preprocess_paths([p for p, _ in items[start:start + batch]])
         skipped.extend({"path": str(p), "reason": r} for p, r in chunk.skipped)
         if not len(chunk.paths):
             continue

@@ -27,7 +27,7 @@ from . import __version__
 from .artifacts import atomic_path, claim_output, write_json
 from .config import TOLERANCES, ExportConfig, to_jsonable
 from .errors import Vs2Error
-from .fused import INPUT, OVERRIDABLE, FusedParts, build_steered_clip
+from .fused import INPUT, INPUT_UINT8, OVERRIDABLE, FusedParts, Uint8Pixels, build_steered_clip
 from .precision import to_fp16, to_int8, variant_path
 from .runtime.manifest import METADATA_KEY, Manifest
 from .runtime.preprocess import list_images, preprocess_paths
@@ -51,19 +51,25 @@ def no_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
-def trace_to_onnx(parts: FusedParts, opset: int) -> onnx.ModelProto:
+def trace_to_onnx(parts: FusedParts, opset: int, uint8_input: bool = False) -> onnx.ModelProto:
     """SteeredClip -> ModelProto with the dynamo exporter, dynamic batch (DESIGN.md pitfalls:
-    torch >= 2.9 defaults to dynamo, where dynamic_axes no longer works; it wants batch >= 2)."""
-    module = parts.module
-    size = parts.clip.preprocess.image_size
-    dummy = torch.randn(2, 3, size, size)
+    torch >= 2.9 defaults to dynamo, where dynamic_axes no longer works; it wants batch >= 2).
+    uint8_input: the graph takes pixels_uint8 uint8 [B, S, S, 3] and normalises them itself
+    (fused.Uint8Pixels)."""
+    spec = parts.clip.preprocess
+    size = spec.image_size
+    if uint8_input:
+        module, name = Uint8Pixels(parts.module, spec.mean, spec.std).eval(), INPUT_UINT8
+        dummy = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
+    else:
+        module, name, dummy = parts.module, INPUT, torch.randn(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     scalars = parts.scalars()
     with no_mha_fastpath(), torch.no_grad():
         program = torch.onnx.export(
             module, (dummy, *scalars.values()), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT, *OVERRIDABLE], output_names=list(module.output_names),
-            dynamic_shapes={INPUT: {0: batch}, **{name: None for name in OVERRIDABLE}})
+            input_names=[name, *OVERRIDABLE], output_names=list(module.output_names),
+            dynamic_shapes={name: {0: batch}, **{n: None for n in OVERRIDABLE}})
     return program.model_proto
 
 
@@ -95,7 +101,8 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str]) -> 
         "logit_scale": parts.module.logit_scale,
         "precision": "fp32",
         "opset": cfg.opset,
-        "inputs": {INPUT: [None, 3, size, size],
+        "inputs": {**({INPUT_UINT8: [None, size, size, 3]} if cfg.uint8_input
+                      else {INPUT: [None, 3, size, size]}),
                    "overridable": {k: float(v) for k, v in parts.scalars().items()}},
         "outputs": outputs,
         "versions": _versions(),
@@ -123,7 +130,8 @@ def cpu_options(precision: str) -> ort.SessionOptions:
     return options
 
 
-def check_graph(path: Path, parts: FusedParts, precision: str = "fp32") -> None:
+def check_graph(path: Path, parts: FusedParts, precision: str = "fp32",
+                uint8_input: bool = False) -> None:
     """onnx.checker, then ONNX Runtime loads the file and runs one batch of 3."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -132,8 +140,12 @@ def check_graph(path: Path, parts: FusedParts, precision: str = "fp32") -> None:
     except Exception as exc:  # noqa: BLE001 - checker and ORT raise their own types
         raise Vs2Error(f"export: the written graph does not load ({exc})") from None
     size = parts.clip.preprocess.image_size
-    pixels = np.random.default_rng(0).standard_normal((3, 3, size, size)).astype(np.float32)
-    embedding = session.run(["embedding"], {INPUT: pixels})[0]
+    rng = np.random.default_rng(0)
+    if uint8_input:
+        feeds = {INPUT_UINT8: rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)}
+    else:
+        feeds = {INPUT: rng.standard_normal((3, 3, size, size)).astype(np.float32)}
+    embedding = session.run(["embedding"], feeds)[0]
     if embedding.shape != (3, parts.clip.embed_dim) or not np.isfinite(embedding).all():
         raise Vs2Error(f"export: graph gave embedding {embedding.shape}, expected finite "
                        f"[3, {parts.clip.embed_dim}]")
@@ -145,7 +157,7 @@ def export(cfg: ExportConfig) -> Manifest:
     classes = read_classes(cfg.classes) if cfg.classes else ()
     parts = build_steered_clip(cfg.model, cfg.sae, cfg.steering, classes, cfg.templates,
                                cfg.cls_only)
-    model = trace_to_onnx(parts, cfg.opset)
+    model = trace_to_onnx(parts, cfg.opset, cfg.uint8_input)
     make_overridable(model, parts.scalars())
     outputs = [o.name for o in model.graph.output]
     manifest = build_manifest(parts, cfg, outputs)
@@ -155,7 +167,7 @@ def export(cfg: ExportConfig) -> Manifest:
     _write_companions(cfg, classes)
     with atomic_path(cfg.out / MODEL_FILE) as tmp:
         onnx.save_model(model, str(tmp))
-        check_graph(tmp, parts)
+        check_graph(tmp, parts, uint8_input=cfg.uint8_input)
     write_json(cfg.out / MANIFEST_FILE, json.loads(manifest.to_json()))
     log.info("exported %s (%.1f MB)", cfg.out / MODEL_FILE,
              (cfg.out / MODEL_FILE).stat().st_size / 1e6)
@@ -180,12 +192,13 @@ def write_variant(cfg: ExportConfig, parts: FusedParts, manifest: Manifest, prec
         if precision == "fp16":
             onnx.save_model(to_fp16(onnx.load(str(fp32))), str(tmp))
         else:
-            to_int8(fp32, tmp, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode)
+            to_int8(fp32, tmp, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode,
+                    meta.pixel_input)
         model = onnx.load(str(tmp))
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
         onnx.save_model(model, str(tmp))
-        check_graph(tmp, parts, precision)
+        check_graph(tmp, parts, precision, cfg.uint8_input)
     write_json(cfg.out / f"manifest.{precision}.json",
                json.loads(meta.to_json()))
     log.info("exported %s (%.1f MB)", final, final.stat().st_size / 1e6)
@@ -196,7 +209,8 @@ def write_variant(cfg: ExportConfig, parts: FusedParts, manifest: Manifest, prec
 
 def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndarray,
                tau: float) -> dict:
-    """The variant against the fp32 graph on calibration pixels [N, 3, S, S] (ORT vs ORT), by the
+    """The variant against the fp32 graph on calibration pixels in the graph's input kind
+    ([N, 3, S, S] float32 or [N, S, S, 3] uint8; ORT vs ORT), by the
     precision's tolerances: a variant that breaks them is announced at export, not found later.
     Writes export_check.PRECISION.json; `vs2 verify` on in-domain images is the real gate."""
     from .parity import compare  # parity imports this module
@@ -205,7 +219,8 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
         session = ort.InferenceSession(str(path), cpu_options(precision if name == "got" else "fp32"),
                                        providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        runs[name] = dict(zip(names, session.run(names, {INPUT: pixels})))
+        feed = session.get_inputs()[0].name  # pixel_values or pixels_uint8: the only required input
+        runs[name] = dict(zip(names, session.run(names, {feed: pixels})))
     checks = compare(runs["ref"], runs["got"], tau, TOLERANCES[precision])
     failed = [c for c in checks if not c.passed]
     report = {"precision": precision, "n_images": int(len(pixels)),
@@ -221,10 +236,11 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
 
 
 def calibration_pixels(folder: Path, manifest: Manifest, limit: int) -> np.ndarray:
-    """Up to `limit` images of the calibration folder -> pixels [N, 3, S, S] (sorted, so the
-    same folder always gives the same int8 graph)."""
+    """Up to `limit` images of the calibration folder -> pixels in the graph's input kind,
+    float32 [N, 3, S, S] or uint8 [N, S, S, 3] (sorted: the same folder, the same int8 graph)."""
     paths = list_images(folder)[:limit] if Path(folder).is_dir() else []
-    batch = preprocess_paths(paths, manifest.preprocess) if paths else None
+    uint8 = manifest.pixel_input == INPUT_UINT8
+    batch = preprocess_paths(paths, manifest.preprocess, uint8=uint8) if paths else None
     if batch is None or not len(batch.paths):
         raise Vs2Error(f"int8 static: expected calibration images under {folder} (see "
                        "calibration/README.md), found none; or use --int8-mode dynamic")

@@ -21,6 +21,7 @@ from .steering import SteeringParams, load_steering, steer
 from .zeroshot import class_embeddings
 
 INPUT = "pixel_values"
+INPUT_UINT8 = "pixels_uint8"
 OVERRIDABLE = ("steer_gamma", "steer_lambda", "gate_tau")
 OUTPUTS = ("embedding", "base_embedding", "logits", "fvu", "steered",
            "latent_indices", "latent_values")
@@ -55,6 +56,33 @@ class SteeredClip(nn.Module):
         embedding = F.normalize(self.head(out.h), dim=-1)
         logits = (self.logit_scale * embedding @ self.text.T,) if self.text is not None else ()
         return (embedding, base, *logits, out.fvu, out.steered, out.indices, out.values)
+
+
+class Uint8Pixels(nn.Module):
+    """pixels_uint8 [B, S, S, 3] (resized, cropped RGB) -> normalise in the graph -> SteeredClip.
+
+    x / 255 then (x - mean) / std is folded into one multiply-add per channel,
+    x * (1 / (255 std)) - mean / std, so apps skip the float conversion and copy on their side.
+    """
+
+    def __init__(self, steered: SteeredClip, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.steered = steered
+        m = torch.tensor(mean, dtype=torch.float64).reshape(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float64).reshape(1, 3, 1, 1)
+        # Constants computed in float64, rounded once to float32.
+        self.register_buffer("scale", (1.0 / (255.0 * s)).float())
+        self.register_buffer("shift", (m / s).float())
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.steered.output_names
+
+    def forward(self, pixels_uint8: torch.Tensor, steer_gamma: torch.Tensor,
+                steer_lambda: torch.Tensor, gate_tau: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """uint8 [B, S, S, 3] -> SteeredClip's outputs (pixels [B, 3, S, S] float32 inside)."""
+        pixels = pixels_uint8.permute(0, 3, 1, 2).float() * self.scale - self.shift
+        return self.steered(pixels, steer_gamma, steer_lambda, gate_tau)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .export import MODEL_FILE
 from .precision import variant_path
 from .fused import FusedParts, build_steered_clip
 from .runtime.manifest import Manifest
-from .runtime.preprocess import list_images, preprocess_paths
+from .runtime.preprocess import list_images, normalise, preprocess_paths
 from .runtime.session import Vs2Session
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,19 @@ def latent_overlap(ref_idx: np.ndarray, got_idx: np.ndarray) -> dict[str, float]
 
 
 def load_pixels(folder: Path, manifest: Manifest, limit: int) -> tuple[np.ndarray, list]:
-    """Up to `limit` images under `folder` -> (pixels [N, 3, S, S], skipped [(path, reason)])."""
-    batch = preprocess_paths(list_images(folder)[:limit], manifest.preprocess)
+    """Up to `limit` images under `folder` -> (pixels in the graph's input kind, skipped
+    [(path, reason)]): float32 [N, 3, S, S], or uint8 [N, S, S, 3] for a pixels_uint8 graph."""
+    uint8 = manifest.pixel_input == "pixels_uint8"
+    batch = preprocess_paths(list_images(folder)[:limit], manifest.preprocess, uint8=uint8)
     if not len(batch.paths):
         raise Vs2Error(f"verify: expected readable images under {folder}, found none")
     return batch.pixels, [(str(p), r) for p, r in batch.skipped]
+
+
+def reference_pixels(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
+    """Graph-input pixels -> the float32 [N, 3, S, S] the torch reference takes: uint8 pixels go
+    through THE normalisation (preprocess.normalise), so the graph's folded one is under test."""
+    return normalise(pixels, manifest.preprocess) if pixels.dtype == np.uint8 else pixels
 
 
 @torch.no_grad()
@@ -172,7 +180,7 @@ def verify(cfg: VerifyConfig) -> dict:
                        f"{cfg.precision} variant, its metadata says {manifest.precision}")
     parts = reference_for(Path(cfg.exported), manifest, cfg.model)
     pixels, skipped = load_pixels(cfg.images, manifest, cfg.max_images)
-    ref = run_reference(parts, pixels, cfg.batch_size)
+    ref = run_reference(parts, reference_pixels(pixels, manifest), cfg.batch_size)
     got = run_graph(session, pixels, cfg.batch_size)
     tol = TOLERANCES[manifest.precision]
     checks = compare(ref, got, parts.steering.tau, tol)

@@ -26,8 +26,10 @@ from .preprocess import (
     PreprocessSpec,
     list_images,
     load_image,
+    normalise,
     preprocess_image,
     preprocess_paths,
+    resize_crop,
 )
 from .session import InputError, ModelError, PathsResult, ProviderError, Vs2Session
 
@@ -35,5 +37,6 @@ __all__ = [
     "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
     "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
     "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError", "SaeInfo", "SteeringInfo",
-    "Vs2Session", "list_images", "load_image", "preprocess_image", "preprocess_paths",
+    "Vs2Session", "list_images", "load_image", "normalise", "preprocess_image", "preprocess_paths",
+    "resize_crop",
 ]

@@ -22,6 +22,9 @@ SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_OUTPUTS = ("embedding", "base_embedding", "fvu", "steered", "latent_indices", "latent_values")
 OVERRIDABLE_INPUTS = ("steer_gamma", "steer_lambda", "gate_tau")
+PIXEL_INPUTS = ("pixel_values", "pixels_uint8")
+"""The two kinds of pixel input a graph takes (exactly one): float32 [B, 3, S, S] normalised, or
+uint8 [B, S, S, 3] resized and cropped RGB that the graph normalises itself."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -74,12 +77,19 @@ class SteeringInfo:
 
 @dataclass(frozen=True)
 class InputsInfo:
-    """Graph inputs: pixel_values shape and the overridable scalars with their defaults."""
+    """Graph inputs: the pixel input's shape and the overridable scalars with their defaults."""
 
-    pixel_values: tuple[int | None, ...]
-    """[None, 3, S, S]; None is the dynamic batch."""
+    pixel_values: tuple[int | None, ...] | None = None
+    """[None, 3, S, S] float32 (None is the dynamic batch), or None for a uint8-input graph."""
     overridable: dict[str, float] = field(default_factory=dict)
     """Scalar inputs (subset of OVERRIDABLE_INPUTS) -> default value."""
+    pixels_uint8: tuple[int | None, ...] | None = None
+    """[None, S, S, 3] uint8 RGB (decoded, resized, cropped; the graph normalises), or None."""
+
+    @property
+    def pixel_input(self) -> str:
+        """'pixel_values' or 'pixels_uint8': the one pixel input the graph takes."""
+        return "pixels_uint8" if self.pixels_uint8 is not None else "pixel_values"
 
 
 @dataclass(frozen=True)
@@ -113,8 +123,9 @@ class Manifest:
             object.__setattr__(self, name, tuple(_seq(getattr(self, name), name)))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(_seq(self.classes, "classes")))
-        if isinstance(self.inputs.pixel_values, list):
-            object.__setattr__(self.inputs, "pixel_values", tuple(self.inputs.pixel_values))
+        for name in PIXEL_INPUTS:
+            if isinstance(getattr(self.inputs, name, None), list):
+                object.__setattr__(self.inputs, name, tuple(getattr(self.inputs, name)))
         if is_finite_number(self.logit_scale):
             object.__setattr__(self, "logit_scale", float(self.logit_scale))
         _check_manifest(self)
@@ -134,7 +145,7 @@ class Manifest:
             "logit_scale": self.logit_scale,
             "precision": self.precision,
             "opset": self.opset,
-            "inputs": {"pixel_values": list(self.inputs.pixel_values),
+            "inputs": {self.pixel_input: list(getattr(self.inputs, self.pixel_input)),
                        "overridable": dict(self.inputs.overridable)},
             "outputs": list(self.outputs),
             "versions": dict(self.versions),
@@ -160,8 +171,14 @@ class Manifest:
 
     @property
     def image_size(self) -> int:
-        """S of pixel_values [B, 3, S, S]."""
+        """S of pixel_values [B, 3, S, S] (or of pixels_uint8 [B, S, S, 3])."""
         return self.preprocess.image_size
+
+    @property
+    def pixel_input(self) -> str:
+        """The graph's pixel input: 'pixel_values' (float32 [B, 3, S, S], normalised by the app)
+        or 'pixels_uint8' (uint8 [B, S, S, 3], normalised in the graph)."""
+        return self.inputs.pixel_input
 
 
 def is_sha256(value: str) -> bool:
@@ -199,7 +216,9 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
     sections = {name: _section(data[name], section_cls, name) for name, section_cls in _SECTIONS.items()}
     inputs = data["inputs"]
     _expect(isinstance(inputs, dict), "inputs", "an object", inputs)
-    _keys(inputs, ("pixel_values", "overridable"), "inputs")
+    pixel_keys = [k for k in PIXEL_INPUTS if k in inputs]
+    _expect(len(pixel_keys) == 1, "inputs", f"exactly one of {list(PIXEL_INPUTS)}", sorted(inputs))
+    _keys(inputs, (pixel_keys[0], "overridable"), "inputs")
     preprocess = data["preprocess"]
     _expect(isinstance(preprocess, dict), "preprocess", "an object", preprocess)
     _keys(preprocess, tuple(PreprocessSpec.__dataclass_fields__), "preprocess")
@@ -209,8 +228,8 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
         raise ManifestError(f"preprocess.{exc}") from None
     rest = {k: data[k] for k in _TOP_KEYS if k not in _SECTIONS and k not in ("inputs", "preprocess")}
     return cls(**sections, **rest, preprocess=spec,
-               inputs=InputsInfo(_seq(inputs["pixel_values"], "inputs.pixel_values"),
-                                 inputs["overridable"]))
+               inputs=InputsInfo(overridable=inputs["overridable"], **{
+                   pixel_keys[0]: _seq(inputs[pixel_keys[0]], f"inputs.{pixel_keys[0]}")}))
 
 
 def _section(value: Any, section_cls: type, where: str) -> Any:
@@ -312,9 +331,13 @@ def _check_classes(m: Manifest) -> None:
 def _check_io(m: Manifest) -> None:
     s = m.preprocess.image_size
     _expect(isinstance(m.inputs, InputsInfo), "inputs", "an InputsInfo", m.inputs)
-    _expect(isinstance(m.inputs.pixel_values, (list, tuple))
-            and list(m.inputs.pixel_values) == [None, 3, s, s], "inputs.pixel_values",
-            f"[null, 3, {s}, {s}] (preprocess.image_size = {s})", m.inputs.pixel_values)
+    given = [k for k in PIXEL_INPUTS if getattr(m.inputs, k) is not None]
+    _expect(len(given) == 1, "inputs", f"exactly one of {list(PIXEL_INPUTS)}", given)
+    name = given[0]
+    shape = [None, 3, s, s] if name == "pixel_values" else [None, s, s, 3]
+    value = getattr(m.inputs, name)
+    _expect(isinstance(value, (list, tuple)) and list(value) == shape, f"inputs.{name}",
+            f"{shape} (preprocess.image_size = {s})".replace("None", "null"), value)
     over = m.inputs.overridable
     _expect(isinstance(over, dict), "inputs.overridable", "an object", over)
     defaults = {"steer_gamma": m.steering.gamma, "steer_lambda": m.steering.lambda_,

@@ -84,7 +84,8 @@ class PreprocessedBatch:
     """What preprocess_paths returns: the pixels of the usable files and why the others failed."""
 
     pixels: np.ndarray
-    """float32 [B, 3, S, S], B = len(paths) (may be 0)."""
+    """float32 [B, 3, S, S], or uint8 [B, S, S, 3] from preprocess_paths(uint8=True);
+    B = len(paths) (may be 0)."""
     paths: tuple[Path, ...]
     """The files behind pixels, in order."""
     skipped: tuple[tuple[Path, str], ...]
@@ -153,6 +154,12 @@ def load_image(path: str | Path) -> Image.Image:
 
 def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """One PIL image (any mode) -> float32 [3, S, S], exactly as open_clip's eval transform."""
+    return normalise(resize_crop(img, spec), spec)
+
+
+def resize_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One PIL image (any mode) -> uint8 RGB [S, S, 3]: resize, crop or pad, convert; everything
+    before normalisation (what a uint8-input graph takes, DESIGN.md graph contract)."""
     resample = _RESAMPLE[spec.interpolation]
     s = spec.image_size
     try:
@@ -167,13 +174,25 @@ def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         img = img.convert("RGB")  # MaybeConvertMode: after resize and crop, as open_clip 3.3
     except (ValueError, OSError) as exc:  # e.g. a mode Pillow cannot resize or convert
         raise ImageError(f"cannot preprocess a {img.mode} image: {exc}") from None
-    return _normalise(img, spec)
+    return np.asarray(img, dtype=np.uint8)
 
 
-def preprocess_paths(paths: Iterable[str | Path], spec: PreprocessSpec) -> PreprocessedBatch:
+def normalise(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 RGB [S, S, 3] -> float32 [3, S, S], or a batch [B, S, S, 3] -> [B, 3, S, S]:
+    ToTensor (/255 in float32) then Normalize, the arithmetic open_clip does."""
+    channels_first = np.moveaxis(np.asarray(pixels, dtype=np.uint8), -1, -3)
+    scaled = channels_first.astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
+    return np.ascontiguousarray((scaled - mean) / std, dtype=np.float32)
+
+
+def preprocess_paths(paths: Iterable[str | Path], spec: PreprocessSpec, *,
+                     uint8: bool = False) -> PreprocessedBatch:
     """Load and preprocess files; unusable ones are listed in .skipped instead of raising.
 
-    Returns pixels float32 [B, 3, S, S] for the B usable files (B may be 0).
+    Returns pixels float32 [B, 3, S, S] for the B usable files (B may be 0), or with uint8=True
+    the resized, cropped RGB pixels uint8 [B, S, S, 3] (not normalised).
     """
     arrays: list[np.ndarray] = []
     kept: list[Path] = []
@@ -181,12 +200,14 @@ def preprocess_paths(paths: Iterable[str | Path], spec: PreprocessSpec) -> Prepr
     for raw in paths:
         path = Path(raw)
         try:
-            arrays.append(preprocess_image(load_image(path), spec))
+            image = load_image(path)
+            arrays.append(resize_crop(image, spec) if uint8 else preprocess_image(image, spec))
             kept.append(path)
         except ImageError as exc:
             skipped.append((path, exc.reason))
     s = spec.image_size
-    pixels = np.stack(arrays) if arrays else np.zeros((0, 3, s, s), dtype=np.float32)
+    empty = np.zeros((0, s, s, 3), np.uint8) if uint8 else np.zeros((0, 3, s, s), np.float32)
+    pixels = np.stack(arrays) if arrays else empty
     return PreprocessedBatch(pixels=pixels, paths=tuple(kept), skipped=tuple(skipped))
 
 
@@ -241,12 +262,3 @@ def _pad(img: Image.Image, ltrb: Sequence[int], fill: int) -> Image.Image:
         out.putpalette(palette)
         return out
     return ImageOps.expand(img, border=tuple(ltrb), fill=fill_value)
-
-
-def _normalise(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """RGB PIL [S, S] -> float32 [3, S, S]: ToTensor (/255 in float32) then Normalize."""
-    hwc = np.asarray(img, dtype=np.uint8)
-    chw = hwc.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-    mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
-    return np.ascontiguousarray((chw - mean) / std, dtype=np.float32)

@@ -1,6 +1,7 @@
 """Run an exported model with ONNX Runtime: provider choice, input checks, run / embed / classify.
 
-Graph contract (DESIGN.md): input pixel_values float32 [B, 3, S, S] plus optional scalar float32
+Graph contract (DESIGN.md): input pixel_values float32 [B, 3, S, S] (or, for models exported with
+--uint8-input, pixels_uint8 uint8 [B, S, S, 3]: resized, cropped RGB) plus optional scalar float32
 inputs steer_gamma, steer_lambda, gate_tau (initializers that are also inputs: feeding one
 overrides the exported default). Outputs: embedding [B, E], base_embedding [B, E],
 logits [B, C] (with classes), fvu [B], steered [B] bool, latent_indices [B, k] int64,
@@ -22,7 +23,8 @@ from PIL import Image
 
 from .manifest import METADATA_KEY, Manifest, ManifestError
 from .onnx_wire import external_data_locations
-from .preprocess import load_image, preprocess_image, preprocess_paths
+from .preprocess import (PreprocessedBatch, load_image, preprocess_image, preprocess_paths,
+                         resize_crop)
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +112,15 @@ class Vs2Session:
 
     def run(self, pixel_values: np.ndarray, *, gamma: float | None = None, lam: float | None = None,
             tau: float | None = None) -> dict[str, np.ndarray]:
-        """pixel_values float32 [B, 3, S, S] -> every graph output by name (see module docstring).
+        """Pixels in the model's input kind -> every graph output by name (module docstring):
+        float32 [B, 3, S, S] normalised, or for a uint8-input model (manifest.pixel_input ==
+        'pixels_uint8') uint8 [B, S, S, 3] resized and cropped RGB (preprocess.resize_crop).
 
         gamma / lam / tau override steer_gamma / steer_lambda / gate_tau for this call only.
         """
-        feeds = {"pixel_values": _check_pixels(pixel_values, self._manifest.image_size)}
+        name, size = self._manifest.pixel_input, self._manifest.image_size
+        check = _check_uint8 if name == "pixels_uint8" else _check_pixels
+        feeds = {name: check(pixel_values, size)}
         feeds.update(self._override_feeds(gamma=gamma, lam=lam, tau=tau))
         values = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, values))
@@ -132,6 +138,19 @@ class Vs2Session:
             raise InputError(f"top_k: expected an int >= 1, got {top_k!r}")
         return self.top_k(self._run_images(images, batch_size, overrides)["logits"], top_k)
 
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One PIL image -> what run() takes for one image: float32 [3, S, S] or uint8 [S, S, 3]."""
+        spec = self._manifest.preprocess
+        return resize_crop(image, spec) if self._takes_uint8 else preprocess_image(image, spec)
+
+    def preprocess_paths(self, paths: Iterable[str | Path]) -> PreprocessedBatch:
+        """Files -> PreprocessedBatch whose pixels are in the kind run() takes (see preprocess)."""
+        return preprocess_paths(paths, self._manifest.preprocess, uint8=self._takes_uint8)
+
+    @property
+    def _takes_uint8(self) -> bool:
+        return self._manifest.pixel_input == "pixels_uint8"
+
     def run_paths(self, paths: Iterable[str | Path], *, batch_size: int = 32,
                   **overrides: float | None) -> PathsResult:
         """The lenient batch variant: files that fail to load are listed in .skipped, not raised."""
@@ -141,7 +160,7 @@ class Vs2Session:
         skipped: list[tuple[Path, str]] = []
         chunks: list[dict[str, np.ndarray]] = []
         for start in range(0, len(paths), batch_size):  # bounded memory on large folders
-            batch = preprocess_paths(paths[start:start + batch_size], self._manifest.preprocess)
+            batch = self.preprocess_paths(paths[start:start + batch_size])
             kept.extend(batch.paths)
             skipped.extend(batch.skipped)
             if len(batch.paths):
@@ -163,14 +182,13 @@ class Vs2Session:
         """Strict: every image must load (ImageError names the file)."""
         _check_batch_size(batch_size)
         items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
-        spec = self._manifest.preprocess
         for item in items:
             if not isinstance(item, (str, Path, Image.Image)):
                 raise InputError(f"images: expected paths or PIL images, got {type(item).__name__} "
                                  "(use run() for preprocessed arrays)")
         chunks = []
         for start in range(0, len(items), batch_size):
-            pixels = [preprocess_image(item if isinstance(item, Image.Image) else load_image(item), spec)
+            pixels = [self.preprocess(item if isinstance(item, Image.Image) else load_image(item))
                       for item in items[start:start + batch_size]]
             chunks.append(self.run(np.stack(pixels), **overrides))
         if not chunks:
@@ -228,6 +246,21 @@ def _check_pixels(x: object, size: int) -> np.ndarray:
     if not finite.all():
         nan, inf = int(np.isnan(x).sum()), int((~finite).sum() - np.isnan(x).sum())
         raise InputError(f"pixel_values: expected finite values, got {nan} NaN and {inf} Inf")
+    return np.ascontiguousarray(x)
+
+
+def _check_uint8(x: object, size: int) -> np.ndarray:
+    """pixels_uint8 rules (every uint8 value is valid, so no finiteness check)."""
+    want = f"uint8 [B, {size}, {size}, 3] (resized, cropped RGB; this model normalises itself)"
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"pixels_uint8: expected a numpy.ndarray {want}, got {type(x).__name__}")
+    if x.dtype != np.uint8:
+        raise InputError(f"pixels_uint8: expected {want}, got dtype {x.dtype} "
+                         f"(shape {list(x.shape)})")
+    if x.ndim != 4 or x.shape[1:] != (size, size, 3):
+        raise InputError(f"pixels_uint8: expected shape {want}, got {list(x.shape)}")
+    if x.shape[0] < 1:
+        raise InputError(f"pixels_uint8: expected a batch of at least 1, got {list(x.shape)}")
     return np.ascontiguousarray(x)
 
 
@@ -330,16 +363,19 @@ def _check_graph(session: ort.InferenceSession, manifest: Manifest, path: Path) 
     if set(outputs) != set(manifest.outputs):
         raise ModelError(f"{path}: graph outputs {sorted(outputs)} do not match manifest outputs "
                          f"{sorted(manifest.outputs)}")
-    s = manifest.image_size
+    s, name = manifest.image_size, manifest.pixel_input
+    uint8 = name == "pixels_uint8"
+    kind, dims = ("tensor(uint8)", [s, s, 3]) if uint8 else ("tensor(float)", [3, s, s])
     inputs = {i.name: i for i in session.get_inputs()}
-    pixels = inputs.get("pixel_values")
-    if pixels is None or pixels.type != "tensor(float)" or len(pixels.shape) != 4 \
-            or [d for d in pixels.shape[1:]] != [3, s, s]:
+    pixels = inputs.get(name)
+    if pixels is None or pixels.type != kind or len(pixels.shape) != 4 \
+            or [d for d in pixels.shape[1:]] != dims:
         got = None if pixels is None else f"{pixels.type} {pixels.shape}"
-        raise ModelError(f"{path}: expected input pixel_values tensor(float) [B, 3, {s}, {s}], got {got}")
-    extra = sorted(set(inputs) - {"pixel_values"})
+        shown = ", ".join(map(str, ["B", *dims]))
+        raise ModelError(f"{path}: expected input {name} {kind} [{shown}], got {got}")
+    extra = sorted(set(inputs) - {name})
     if extra:
-        raise ModelError(f"{path}: expected pixel_values as the only required input, got also {extra}")
+        raise ModelError(f"{path}: expected {name} as the only required input, got also {extra}")
     overridable = {i.name: i for i in session.get_overridable_initializers()}
     for name in manifest.inputs.overridable:
         if name not in overridable or overridable[name].type != "tensor(float)":
