@@ -10,21 +10,16 @@ the same parts: float input and --uint8-input. Times, on the same random uint8 p
 Median of 10 runs after 2 warm-ups, batches 1 and 16, both sessions loaded side by side.
 """
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from vs2_export.activations import extract
-from vs2_export.config import (CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec,
-                               TrainConfig)
-from vs2_export.demo.data import generate_unlabeled, write_classes
+from build_random import build_parts
+from vs2_export.bench import time_runs
+from vs2_export.config import ExportConfig, ModelSpec
 from vs2_export.export import export
 from vs2_export.runtime import Vs2Session, normalise
-from vs2_export.steering import calibrate
-from vs2_export.train import train_sae
 
 RUNS, WARMUP, BATCHES = 10, 2, (1, 16)
 
@@ -32,12 +27,7 @@ RUNS, WARMUP, BATCHES = 10, 2, (1, 16)
 def build(model: ModelSpec, work: Path) -> tuple[Path, Path]:
     """WORK/float and WORK/uint8: fp32 exports of the same SAE and steering (built once)."""
     if not (work / "uint8" / "model.onnx").is_file():
-        images = generate_unlabeled(work / "images", 64, seed=2)
-        extract(ExtractConfig(images, work / "acts", model, batch_size=16, force=True))
-        train_sae(TrainConfig(work / "acts", work / "sae", expansion=4, k=32, batch_size=64,
-                              epochs=2, force=True))
-        calibrate(CalibrateConfig(work / "acts", work / "sae", work / "steering.json", force=True))
-        classes = write_classes(work / "classes.txt")
+        classes = build_parts(model, 32, work)
         for name, uint8 in (("float", False), ("uint8", True)):
             export(ExportConfig(work / "sae", work / "steering.json", work / name, model, classes,
                                 force=True, uint8_input=uint8))
@@ -45,14 +35,7 @@ def build(model: ModelSpec, work: Path) -> tuple[Path, Path]:
 
 
 def median_ms(fn) -> float:
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * float(np.median(time_runs(fn, RUNS, WARMUP)))
 
 
 def main(model: ModelSpec, work: Path) -> None:

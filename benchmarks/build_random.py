@@ -18,14 +18,20 @@ from vs2_export.steering import calibrate
 from vs2_export.train import train_sae
 
 
-def main(model_name: str, k: int, work: Path) -> Path:
-    model = ModelSpec(model_name, "none")
+def build_parts(model: ModelSpec, k: int, work: Path) -> Path:
+    """64 demo images -> extract -> SAE (k, expansion 4, 2 epochs: only its shape matters for
+    speed) -> calibrate, into WORK; returns the classes file the exports use."""
     images = generate_unlabeled(work / "images", 64, seed=2)
     extract(ExtractConfig(images, work / "acts", model, batch_size=16, force=True))
     train_sae(TrainConfig(work / "acts", work / "sae", expansion=4, k=k, batch_size=64,
                           epochs=2, force=True))
     calibrate(CalibrateConfig(work / "acts", work / "sae", work / "steering.json", force=True))
-    classes = write_classes(work / "classes.txt")
+    return write_classes(work / "classes.txt")
+
+
+def main(model_name: str, k: int, work: Path) -> Path:
+    model = ModelSpec(model_name, "none")
+    classes = build_parts(model, k, work)
     out = work / "exported"
     export(ExportConfig(work / "sae", work / "steering.json", out, model, classes,
                         precisions=("fp32", "fp16", "int8"), force=True))
