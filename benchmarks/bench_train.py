@@ -103,7 +103,7 @@ def memory(allowance_mb: int) -> dict:
     """Train on a store of 2 x allowance in a subprocess; returns the sampled peak growth."""
     sys.path.insert(0, str(MEMORY_RUN.parent))
     from test_train_memory import RUN          # the sampler of the memory test, one definition
-    from vs2_export.activations import store_array
+    from vs2_export.store import store_array
     run = RUN.replace("expansion=2, k=8", f"expansion={EXPANSION}, k={K}").replace(
         "torch.set_num_threads(1)", "")            # all cores, as a real run would
     rows = 2 * allowance_mb * 2**20 // (4 * D)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vs2_export.activations import store_array
+from vs2_export.store import store_array
 
 
 def synthetic_activations(n: int = 2048, d: int = 32, rank: int = 8, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vs2_export import cli
-from vs2_export.activations import store_array
+from vs2_export.store import store_array
 from vs2_export.config import CalibrateConfig, TrainConfig
 from vs2_export.sae import WEIGHTS_FILE
 from vs2_export.steering import calibrate

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vs2_export.activations import ActivationStore
+from vs2_export.store import ActivationStore
 from vs2_export.config import ModelSpec
 from vs2_export.runtime.onnx_wire import external_data_locations
 

@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from vs2_export.activations import ActivationStore, extract
+from vs2_export.activations import extract
+from vs2_export.store import ActivationStore
 from vs2_export.config import (CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec,
                                TrainConfig, VerifyConfig)
 from vs2_export.errors import Vs2Error

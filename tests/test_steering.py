@@ -7,7 +7,7 @@ import torch
 from vs2_export.config import CalibrateConfig, SAEConfig
 from vs2_export.sae import TopKSAE, save_sae
 from vs2_export.steering import calibrate, fvu_per_sample, load_steering, sae_fvu, steer
-from vs2_export.activations import ActivationStore
+from vs2_export.store import ActivationStore
 
 
 def scalar(x):

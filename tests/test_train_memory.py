@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from vs2_export.activations import store_array
+from vs2_export.store import store_array
 
 ALLOWANCE_MB = 64  # training itself needs ~35 MiB here (batch, buffer, Adam); a loaded store 128
 RUN = """

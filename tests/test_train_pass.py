@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vs2_export.activations import store_array
+from vs2_export.store import store_array
 from vs2_export.config import TrainConfig
 from vs2_export.errors import Vs2Error
 from vs2_export.sae import load_sae

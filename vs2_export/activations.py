@@ -24,8 +24,7 @@ from .config import ExtractConfig, to_jsonable
 from .distributed import Comm, session
 from .errors import Vs2Error
 from .runtime.preprocess import list_images, preprocess_paths
-from .store import (LAYER, META_FILE, ActivationStore, StoreMeta, store_array,  # noqa: F401
-                    write_meta, write_shard)
+from .store import META_FILE, ActivationStore, write_meta, write_shard
 
 log = logging.getLogger(__name__)
 

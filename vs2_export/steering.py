@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .activations import ActivationStore
+from .store import ActivationStore
 from .artifacts import claim_output, read_json, write_json
 from .config import CalibrateConfig
 from .errors import Vs2Error

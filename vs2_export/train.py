@@ -25,7 +25,7 @@ from .config import TrainConfig, to_jsonable
 from .distributed import Comm, session
 from .errors import Vs2Error
 from .plot import plot_curves
-from .recipe import Batch, FireStats, aux_k_loss, init_sae, lr_factor, train_step  # noqa: F401
+from .recipe import Batch, FireStats, init_sae, lr_factor, train_step
 from .sae import CFG_FILE, TopKSAE, save_sae
 from .sparse import sparse_decode
 from .steering import fvu_per_sample
