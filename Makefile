@@ -3,13 +3,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# ONNX Runtime's CUDA build where it has wheels (it runs on the CPU too), the CPU build elsewhere.
+ORT_EXTRA ?= $(shell $(PYTHON) -c "import platform; print('gpu' if (platform.system(), platform.machine()) in {('Linux', 'x86_64'), ('Windows', 'AMD64')} else 'cpu')")
 
-.PHONY: setup quickstart test bench
+.PHONY: setup quickstart test lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[export,$(ORT_EXTRA),test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -17,7 +19,10 @@ setup: $(VENV)/.installed
 quickstart: setup
 	$(VENV)/bin/vs2 quickstart
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check vs2_export tests benchmarks
+
+test: lint
 	$(PY) -m pytest
 
 # Speed against the baselines on a random-weight ViT-B-32 (benchmarks/README.md).

@@ -5,10 +5,10 @@ prints a table and never asserts.
 
 Throughput: one training step of a d=768, n=3072, k=64 top-k SAE on a batch of 4096 in-memory
 activations, against a plain [4096, 768] x [768, 3072] matmul timed in the same run. Rows:
-  sparse          our step (vs2_export.recipe.train_step): dense encoder forward, sparse rest
+  sparse          our step (vs2_export.train.recipe.train_step): dense encoder forward, sparse rest
   sparse + AuxK   the same with 10% of the latents dead (AuxK on k_aux = 384 of them)
   dense autograd  the export path (encode + decode_delta) under plain autograd, for reference
-"dense-equivalent GFLOP/s" counts 6 d n FLOPs per activation (METHOD.md section 2: 0.014 GFLOPs
+"dense-equivalent GFLOP/s" counts 6 d n FLOPs per activation (docs/method.md section 2: 0.014 GFLOPs
 per sample); "executed" counts what the sparse step computes: 2 d n + 8 k d per activation.
 
 Memory: `train_sae` in a subprocess on a store of 2 x the allowance (d = 768, shards of 16384
@@ -32,9 +32,9 @@ import torch
 
 from vs2_export.config import SAEConfig, TrainConfig
 from vs2_export.distributed import Comm
-from vs2_export.recipe import Batch, FireStats, train_step
 from vs2_export.sae import TopKSAE
-from vs2_export.train import deterministic
+from vs2_export.train.loop import deterministic
+from vs2_export.train.recipe import Batch, FireStats, train_step
 
 D, EXPANSION, K, B = 768, 4, 64, 4096
 N = D * EXPANSION
@@ -102,7 +102,8 @@ MEMORY_RUN = Path(__file__).resolve().parents[1] / "tests" / "test_train_memory.
 def memory(allowance_mb: int) -> dict:
     """Train on a store of 2 x allowance in a subprocess; returns the sampled peak growth."""
     sys.path.insert(0, str(MEMORY_RUN.parent))
-    from test_train_memory import RUN          # the sampler of the memory test, one definition
+    from test_train_memory import RUN  # the sampler of the memory test, one definition
+
     from vs2_export.store import store_array
     run = RUN.replace("expansion=2, k=8", f"expansion={EXPANSION}, k={K}").replace(
         "torch.set_num_threads(1)", "")            # all cores, as a real run would

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from build_random import build_parts
-from vs2_export.bench import time_runs
+
+from vs2_export.bench.run import time_runs
 from vs2_export.config import ExportConfig, ModelSpec
 from vs2_export.export import export
 from vs2_export.runtime import Vs2Session, normalise
@@ -47,9 +47,9 @@ def main(model: ModelSpec, work: Path) -> None:
     print(f"{'batch':>5} {'normalise':>10} {'float':>10} {'uint8':>10} {'gain':>7}")
     for b in BATCHES:
         x = pixels[:b]
-        norm = median_ms(lambda: normalise(x, spec))
-        flt = median_ms(lambda: fs.run(normalise(x, spec)))
-        u8 = median_ms(lambda: us.run(x))
+        norm = median_ms(lambda x=x: normalise(x, spec))
+        flt = median_ms(lambda x=x: fs.run(normalise(x, spec)))
+        u8 = median_ms(lambda x=x: us.run(x))
         print(f"{b:>5} {norm:>10.2f} {flt:>10.2f} {u8:>10.2f} {100 * (flt - u8) / flt:>6.1f}%")
 
 

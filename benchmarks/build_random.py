@@ -1,6 +1,6 @@
 """Build a random-weight export for benchmarking: `python benchmarks/build_random.py ViT-B-32 64 OUT`.
 
-Random weights (`--pretrained none`, seeded) fix speed and numerics, not accuracy (DESIGN.md).
+Random weights (`--pretrained none`, seeded) fix speed and numerics, not accuracy (docs/design.md).
 Steps: 64 target-domain demo images upscaled by the model's own preprocessing -> extract ->
 SAE (k given, expansion 4, 2 epochs: only its shape matters for speed) -> calibrate -> export
 fp32 + fp16 + int8 (static, calibrated on calibration/). Prints the export folder.
@@ -9,12 +9,11 @@ fp32 + fp16 + int8 (static, calibrated on calibration/). Prints the export folde
 import sys
 from pathlib import Path
 
-from vs2_export.activations import extract
-from vs2_export.config import (CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec,
-                               TrainConfig)
+from vs2_export.calibrate import calibrate
+from vs2_export.config import CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec, TrainConfig
 from vs2_export.demo.data import generate_unlabeled, write_classes
 from vs2_export.export import export
-from vs2_export.steering import calibrate
+from vs2_export.extract import extract
 from vs2_export.train import train_sae
 
 

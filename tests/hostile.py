@@ -136,7 +136,7 @@ ERROR_PREFIXES = ("vs2: error:", "vs2: parity", "vs2: internal error")
 
 
 def run_vs2(*args: str | bytes | Path, timeout: float = 180, cwd: Path | None = None
-            ) -> "subprocess.CompletedProcess[bytes]":
+            ) -> subprocess.CompletedProcess[bytes]:
     """`vs2 ARGS` in a fresh interpreter, stdout strict UTF-8 (the strictest terminal a user
     may have), bytes out; a hang fails the test through the timeout instead of blocking CI."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict",

@@ -9,11 +9,10 @@ import onnx
 from onnx import numpy_helper
 from PIL import Image
 
-from vs2_export.activations import extract
-from vs2_export.config import (CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec,
-                               TrainConfig)
+from vs2_export.calibrate import calibrate
+from vs2_export.config import CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec, TrainConfig
 from vs2_export.export import export
-from vs2_export.steering import calibrate
+from vs2_export.extract import extract
 from vs2_export.train import train_sae
 
 

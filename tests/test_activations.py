@@ -6,17 +6,17 @@ import shutil
 
 import numpy as np
 import pytest
-
 from pipeline import noise_images
-from vs2_export.activations import extract
+
 from vs2_export.config import ExtractConfig, ModelSpec
 from vs2_export.errors import Vs2Error
+from vs2_export.extract import extract
 from vs2_export.store import ActivationStore, epoch_order
 
 
 def by_image(folder):
     store = ActivationStore(folder)
-    return dict(zip(store.images, store.take(np.arange(len(store)))))
+    return dict(zip(store.images, store.take(np.arange(len(store))), strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,14 @@ import math
 
 import pytest
 from PIL import Image
+from pipeline import build_export
 
 from vs2_export.bench import bench
-from vs2_export.bench_models import vit_gflop
+from vs2_export.bench.baselines import vit_gflop
 from vs2_export.config import BenchConfig, ExportConfig, ModelSpec
 from vs2_export.demo.data import generate_unlabeled
 from vs2_export.errors import Vs2Error
 from vs2_export.export import export
-
-from pipeline import build_export
 
 DEMO = ModelSpec("vs2-demo")
 

@@ -13,19 +13,18 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_activations
+from hostile import error_lines, model_with_external_data
 from PIL import Image
+from test_runtime import build_fake_model, save_model
 from typer.testing import CliRunner
 
 from vs2_export import cli
-from vs2_export.store import store_array
+from vs2_export.calibrate import calibrate
 from vs2_export.config import CalibrateConfig, TrainConfig
 from vs2_export.sae import WEIGHTS_FILE
-from vs2_export.steering import calibrate
+from vs2_export.store import store_array
 from vs2_export.train import train_sae
-
-from conftest import synthetic_activations
-from hostile import error_lines, model_with_external_data
-from test_runtime import build_fake_model, save_model
 
 DEMO_WIDTH = 128  # the demo CLIP's CLS width (vs2_export/demo/train_clip.py MODEL_CFG)
 
@@ -229,7 +228,7 @@ def test_classify_with_no_readable_image_is_one_error_line(work, tmp_path):
 def test_an_internal_error_is_one_line_exit_3(work, monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom\nsecond line of a library message")
-    monkeypatch.setattr("vs2_export.steering.calibrate", broken)
+    monkeypatch.setattr("vs2_export.calibrate.calibrate", broken)
     line = expect_error(3, "calibrate", "--acts", work / "acts128", "--sae", work / "sae128",
                         "--out", work / "never.json", words=("internal error", "RuntimeError"))
     assert "boom second line" in line  # a multi-line message is folded into the one line

@@ -4,12 +4,11 @@ import json
 import shutil
 
 import pytest
+from pipeline import tamper_one_weight
 from typer.testing import CliRunner
 
 from vs2_export.cli import app
 from vs2_export.demo import data as demo_data
-
-from pipeline import tamper_one_weight
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""Loading and splitting open_clip towers (METHOD.md section 1)."""
+"""Loading and splitting open_clip towers (docs/method.md section 1)."""
 
 import pytest
 import torch

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from pipeline import noise_images
-from vs2_export.activations import extract
+
 from vs2_export.config import ExtractConfig, TrainConfig
+from vs2_export.extract import extract
 from vs2_export.sae import load_sae
 from vs2_export.store import ActivationStore
 from vs2_export.train import train_sae

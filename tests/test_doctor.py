@@ -8,12 +8,11 @@ import json
 import onnxruntime as ort
 import pytest
 import torch
+from hostile import REPO, run_vs2, text
 from typer.testing import CliRunner
 
 from vs2_export import cli, doctor
 from vs2_export.errors import Vs2Error
-
-from hostile import REPO, run_vs2, text
 
 DEMO_PRESENT = (REPO / "vs2_export" / "demo" / "vs2-demo.safetensors").is_file()
 

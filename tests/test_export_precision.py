@@ -9,17 +9,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from pipeline import build_export, tamper_one_weight
 
 from vs2_export.clip import ClipTrunk, load_clip
 from vs2_export.config import ExportConfig, ModelSpec, VerifyConfig
 from vs2_export.demo.data import generate_labeled, generate_unlabeled
 from vs2_export.errors import CheckFailed, Vs2Error
 from vs2_export.export import export
-from vs2_export.parity import verify
-from vs2_export.precision import head_nodes, variant_path
+from vs2_export.precision import head_nodes
+from vs2_export.runtime.contract import model_path
 from vs2_export.runtime.session import Vs2Session
-
-from pipeline import build_export, tamper_one_weight
+from vs2_export.verify import verify
 
 DEMO = ModelSpec("vs2-demo")
 
@@ -50,13 +50,13 @@ def test_cls_only_last_block_equals_full_block():
 def test_each_variant_is_its_own_file_with_its_precision(demo):
     _, out, _ = demo
     for precision in ("fp32", "fp16", "int8"):
-        session = Vs2Session(variant_path(out, precision))
+        session = Vs2Session(model_path(out, precision))
         assert session.manifest.precision == precision
         if precision != "fp32":  # the export-time self-check against the fp32 graph ran
             check = json.loads((out / f"export_check.{precision}.json").read_text())
             assert check["verdict"] in ("PASS", "FAIL") and check["n_images"] == 16
         pixels = np.zeros((2, 3, 64, 64), np.float32)
-        base, steered = session.run(pixels, lam=0.0), session.run(pixels)
+        base, steered = session.run(pixels, lambda_=0.0), session.run(pixels)
         assert base["embedding"].dtype == np.float32 and base["logits"].shape == (2, 3)
         # The steering scalars stay overridable in every variant.
         assert not np.allclose(base["embedding"], steered["embedding"]) or not steered["steered"].any()
@@ -65,13 +65,13 @@ def test_each_variant_is_its_own_file_with_its_precision(demo):
 
 def test_fp16_keeps_head_norms_and_io_in_fp32(demo):
     _, out, _ = demo
-    model = onnx.load(str(variant_path(out, "fp16")))
+    model = onnx.load(str(model_path(out, "fp16")))
     types = {v.name: v.type.tensor_type.elem_type for v in
              list(model.graph.input) + list(model.graph.output)}
     assert types["pixel_values"] == onnx.TensorProto.FLOAT and types["embedding"] == onnx.TensorProto.FLOAT
     fp16_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert fp16_weights, "expected the trunk's weights in fp16"
-    head = set(head_nodes(onnx.load(str(variant_path(out, "fp32")))))
+    head = set(head_nodes(onnx.load(str(model_path(out, "fp32")))))
     casts_to_half = {o for n in model.graph.node if n.op_type == "Cast"
                      for a in n.attribute if a.name == "to" and a.i == onnx.TensorProto.FLOAT16
                      for o in n.output}
@@ -82,14 +82,14 @@ def test_fp16_keeps_head_norms_and_io_in_fp32(demo):
 
 def test_int8_quantises_the_trunk_not_the_head(demo):
     _, out, _ = demo
-    model = onnx.load(str(variant_path(out, "int8")))
+    model = onnx.load(str(model_path(out, "int8")))
     dequantised = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     quantised = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
                  and set(n.input) & dequantised]
     assert quantised, "expected QDQ matmuls in the trunk"
     topk = next(n for n in model.graph.node if n.op_type == "TopK")
     assert not set(topk.input) & dequantised
-    head = set(head_nodes(onnx.load(str(variant_path(out, "fp32")))))
+    head = set(head_nodes(onnx.load(str(model_path(out, "fp32")))))
     assert not [n.name for n in quantised if n.name in head]
 
 
@@ -137,7 +137,7 @@ def test_fp16_on_cpu_and_saved_optimised_model(demo, tmp_path):
     _, out, _ = demo
     pixels = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     # ORT's level-'all' CPU optimiser crashes on fp16 graphs: the session caps it, no segfault.
-    fp16 = Vs2Session(variant_path(out, "fp16"))
+    fp16 = Vs2Session(model_path(out, "fp16"))
     assert fp16.run(pixels)["embedding"].dtype == np.float32
     saved = tmp_path / "model.optimized.onnx"
     first = Vs2Session(out, optimized_model=saved).run(pixels)

@@ -4,13 +4,12 @@ and a tampered graph that parity must reject."""
 import shutil
 
 import pytest
+from pipeline import build_export, noise_images, tamper_one_weight
 
 from vs2_export.config import ModelSpec, VerifyConfig
 from vs2_export.errors import CheckFailed
-from vs2_export.parity import verify
 from vs2_export.runtime.session import Vs2Session
-
-from pipeline import build_export, noise_images, tamper_one_weight
+from vs2_export.verify import verify
 
 pytestmark = pytest.mark.full
 

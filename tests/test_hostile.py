@@ -11,15 +11,23 @@ import os
 from pathlib import Path
 
 import pytest
+from hostile import (
+    BOMB_SIDE,
+    REPO,
+    Corpus,
+    assert_clean_failure,
+    bad_reason_words,
+    model_with_external_data,
+    run_vs2,
+    text,
+    write_corpus,
+)
 from PIL import Image
+from pipeline import build_export, noise_images
 
-from vs2_export.store import ActivationStore
 from vs2_export.config import ModelSpec
 from vs2_export.runtime.onnx_wire import external_data_locations
-
-from hostile import (BOMB_SIDE, REPO, Corpus, assert_clean_failure, bad_reason_words,
-                     model_with_external_data, run_vs2, text, write_corpus)
-from pipeline import build_export, noise_images
+from vs2_export.store import ActivationStore
 
 needs_demo = pytest.mark.skipif(
     not (REPO / "vs2_export" / "demo" / "vs2-demo.safetensors").is_file(),

@@ -7,6 +7,7 @@ Each run is a real `vs2` subprocess killed with SIGKILL: no cleanup handler can 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,22 +20,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
-
-from vs2_export.activations import extract
-from vs2_export.store import ActivationStore
-from vs2_export.config import (CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec,
-                               TrainConfig, VerifyConfig)
-from vs2_export.errors import Vs2Error
-from vs2_export.export import export
-from vs2_export.parity import verify
-from vs2_export.runtime.session import Vs2Session
-from vs2_export.sae import load_sae
-from vs2_export.steering import calibrate
-from vs2_export.train import train_sae
-
 from hostile import REPO, assert_clean_failure, run_vs2
 from pipeline import noise_images
+from safetensors.numpy import load_file
+
+from vs2_export.calibrate import calibrate
+from vs2_export.config import CalibrateConfig, ExportConfig, ExtractConfig, ModelSpec, TrainConfig, VerifyConfig
+from vs2_export.errors import Vs2Error
+from vs2_export.export import export
+from vs2_export.extract import extract
+from vs2_export.runtime.session import Vs2Session
+from vs2_export.sae import load_sae
+from vs2_export.store import ActivationStore
+from vs2_export.train import train_sae
+from vs2_export.verify import verify
 
 pytestmark = pytest.mark.skipif(
     not (REPO / "vs2_export" / "demo" / "vs2-demo.safetensors").is_file(),
@@ -57,7 +56,7 @@ def work(tmp_path_factory):
 def spawn(tmp: Path, *args) -> subprocess.Popen:
     """`vs2 ARGS` in the background; output to files (a full pipe would block the child)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    log = open(tmp / f"spawn-{time.monotonic_ns()}.log", "wb")
+    log = open(tmp / f"spawn-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, "-m", "vs2_export.cli", *map(str, args)], cwd=REPO,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -170,10 +169,8 @@ def test_train_force_killed_keeps_the_old_sae_or_refuses(work, tmp_path):
     start = time.monotonic()
     kill_when(proc, lambda: time.monotonic() - start > 8.0)  # mid-training (startup ~5 s)
     assert_final_files_sound(out)
-    try:
-        assert load_sae(out)[1] == old  # the old SAE, whole ...
-    except Vs2Error:
-        pass  # ... or none; never a mix of two runs
+    with contextlib.suppress(Vs2Error):  # the old SAE, whole, or none; never a mix of two runs
+        assert load_sae(out)[1] == old
     train_sae(TrainConfig(work / "acts", out, expansion=2, k=8, epochs=1, seed=1, force=True))
     assert load_sae(out)[1] != old
 

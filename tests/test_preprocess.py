@@ -26,7 +26,7 @@ SIZES = [(1, 1), (17, 300), (300, 17), (224, 224), (640, 480), (481, 1023), (225
 MODES = ["RGB", "RGBA", "L", "P", "CMYK", "I;16", "LA", "1"]
 
 
-@functools.lru_cache(maxsize=None)  # cached: quantising to 'P' is the slow part; nothing mutates it
+@functools.cache  # cached: quantising to 'P' is the slow part; nothing mutates it
 def _make_image(w: int, h: int, mode: str, seed: int = 0) -> Image.Image:
     """A noisy-but-smooth image (gradient + noise) so resampling differences would show."""
     rng = np.random.default_rng(seed + w * 7 + h)

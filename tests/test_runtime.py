@@ -37,7 +37,7 @@ from vs2_export.runtime import (
     Vs2Session,
     preprocess_image,
 )
-from vs2_export.runtime import session as session_module
+from vs2_export.runtime import providers as providers_module
 
 REPO = Path(__file__).resolve().parents[1]
 S, E, D, N, K = 8, 4, 3, 6, 2
@@ -260,7 +260,7 @@ def test_session_outputs_match_the_graph_math(session):
 def test_overrides_change_the_output(session):
     x = pixels()
     default = session.run(x)
-    stronger = session.run(x, lam=5.0)
+    stronger = session.run(x, lambda_=5.0)
     np.testing.assert_allclose(stronger["embedding"], expected_outputs(x, lam=5.0)["embedding"], atol=1e-4)
     assert not np.allclose(stronger["embedding"][1], default["embedding"][1])  # steered row moved
     np.testing.assert_allclose(stronger["embedding"][0], default["embedding"][0])  # gated row did not
@@ -300,8 +300,8 @@ def test_run_refuses_non_finite(session, bad, message):
         session.run(x)
 
 
-@pytest.mark.parametrize("kwargs", [{"gamma": float("nan")}, {"lam": float("inf")}, {"tau": "0.3"},
-                                    {"tau": True}, {"gamma": None, "lam": [1.0]}])
+@pytest.mark.parametrize("kwargs", [{"gamma": float("nan")}, {"lambda_": float("inf")}, {"tau": "0.3"},
+                                    {"tau": True}, {"gamma": None, "lambda_": [1.0]}])
 def test_run_refuses_bad_overrides(session, kwargs):
     with pytest.raises(InputError, match="expected a finite float"):
         session.run(pixels(), **kwargs)
@@ -348,7 +348,7 @@ def test_embed_and_classify_paths_and_images(session, tmp_path):
     np.testing.assert_allclose(session.embed(Image.open(paths[0])), want["embedding"][:1], atol=1e-6)
     top = session.classify(paths, top_k=2)
     assert len(top) == 3 and all(len(row) == 2 for row in top)
-    for row, logits in zip(top, want["logits"]):
+    for row, logits in zip(top, want["logits"], strict=True):
         assert row[0][0] == CLASSES[int(np.argmax(logits))] and row[0][1] >= row[1][1]
     full = session.classify([paths[0]], top_k=10)[0]
     assert len(full) == 3 and abs(sum(p for _, p in full) - 1.0) < 1e-6
@@ -382,7 +382,7 @@ def test_classify_needs_classes(tmp_path):
 
 
 def test_cuda_on_a_cpu_machine(model_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger=session_module.__name__):
+    with caplog.at_level(logging.WARNING, logger=providers_module.__name__):
         fallback = Vs2Session(model_dir, provider="cuda", allow_cpu_fallback=True)
     if "CUDAExecutionProvider" in fallback.providers:
         pytest.skip("CUDA works on this machine")
@@ -392,8 +392,8 @@ def test_cuda_on_a_cpu_machine(model_dir, caplog):
 
 
 def test_cuda_error_mentions_both_ort_distributions(model_dir, monkeypatch):
-    monkeypatch.setattr(session_module, "is_installed", lambda name: True)
-    monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(providers_module, "is_installed", lambda name: True)
+    monkeypatch.setattr(providers_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ProviderError, match="Both onnxruntime and onnxruntime-gpu"):
         Vs2Session(model_dir, provider="cuda")
 

@@ -1,4 +1,4 @@
-"""TopKSAE: selection, sparsity, shapes, decoder norm, save/load (METHOD.md section 2)."""
+"""TopKSAE: selection, sparsity, shapes, decoder norm, save/load (docs/method.md section 2)."""
 
 import pytest
 import torch

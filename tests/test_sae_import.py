@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from vs2_export.cli import app
 from vs2_export.errors import Vs2Error
 from vs2_export.sae import load_sae
-from vs2_export.sae_import import import_sae, read_sparsify
+from vs2_export.train.import_sae import import_sae, read_sparsify
 
 
 def sparsify_folder(folder, d=32, expansion=2, k=6, dtype=torch.float32, num_latents=0,

@@ -1,12 +1,13 @@
-"""VS2 steering math and gate (METHOD.md sections 3 and 4)."""
+"""VS2 steering math and gate (docs/method.md sections 3 and 4)."""
 
 import numpy as np
 import pytest
 import torch
 
+from vs2_export.calibrate import calibrate
 from vs2_export.config import CalibrateConfig, SAEConfig
 from vs2_export.sae import TopKSAE, save_sae
-from vs2_export.steering import calibrate, fvu_per_sample, load_steering, sae_fvu, steer
+from vs2_export.steering import fvu_per_sample, load_steering, sae_fvu, steer
 from vs2_export.store import ActivationStore
 
 

@@ -1,4 +1,4 @@
-"""SAE training: it learns, it is reproducible, its recipe pieces do what METHOD.md says."""
+"""SAE training: it learns, it is reproducible, its recipe pieces do what docs/method.md says."""
 
 import json
 
@@ -8,9 +8,9 @@ import torch
 from vs2_export.config import SAEConfig, TrainConfig
 from vs2_export.errors import Vs2Error
 from vs2_export.sae import TopKSAE, load_sae
-from vs2_export.recipe import aux_k_loss, geometric_median, lr_factor
-from vs2_export.sparse import select_pre, sparse_decode
 from vs2_export.train import train_sae
+from vs2_export.train.recipe import aux_k_loss, geometric_median, lr_factor
+from vs2_export.train.sparse import select_pre, sparse_decode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,7 +104,7 @@ def test_sparse_kernels_give_the_dense_autograd_gradients():
         pre_v, idx = sae.pre_activations(h).topk(5, dim=-1)
     v = select_pre(sae.W_enc, sae.b_enc, sae.b_pre, x, idx, pre_v)
     ((sparse_decode(v, idx, sae.W_dec) + sae.b_pre - h).pow(2).sum()).backward()
-    for p, e in zip(params, expected):
+    for p, e in zip(params, expected, strict=True):
         torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-4)
 
 

@@ -1,15 +1,14 @@
-"""PASS (METHOD.md section 6): with folder-per-class labels, codes of a class move together."""
+"""PASS (docs/method.md section 6): with folder-per-class labels, codes of a class move together."""
 
 import numpy as np
 import pytest
 import torch
 
-from vs2_export.store import store_array
 from vs2_export.config import TrainConfig
 from vs2_export.errors import Vs2Error
 from vs2_export.sae import load_sae
+from vs2_export.store import store_array
 from vs2_export.train import train_sae
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,19 +8,27 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
+from pipeline import build_export
 from typer.testing import CliRunner
 
 from vs2_export.cli import app
 from vs2_export.config import EvalConfig, ModelSpec, VerifyConfig
 from vs2_export.demo.data import CLASSES, generate_labeled, generate_unlabeled
 from vs2_export.evaluate import evaluate
-from vs2_export.parity import verify
-from vs2_export.precision import uint8_normalisation_nodes, variant_path
-from vs2_export.runtime import (Manifest, ManifestError, PreprocessSpec, list_images, normalise,
-                                preprocess_image, preprocess_paths, resize_crop)
+from vs2_export.precision import uint8_normalisation_nodes
+from vs2_export.runtime import (
+    Manifest,
+    ManifestError,
+    PreprocessSpec,
+    list_images,
+    normalise,
+    preprocess_image,
+    preprocess_paths,
+    resize_crop,
+)
+from vs2_export.runtime.contract import model_path
 from vs2_export.runtime.session import InputError, Vs2Session
-
-from pipeline import build_export
+from vs2_export.verify import verify
 
 DEMO = ModelSpec("vs2-demo")
 S = 64
@@ -47,12 +55,12 @@ def exports(tmp_path_factory):
 def test_graph_takes_pixels_uint8_nhwc(exports):
     _, out, _ = exports
     for precision in ("fp32", "fp16", "int8"):
-        graph = onnx.load(str(variant_path(out, precision)))
+        graph = onnx.load(str(model_path(out, precision)))
         pixels = graph.graph.input[0]
         dims = [d.dim_param or d.dim_value for d in pixels.type.tensor_type.shape.dim]
         assert pixels.name == "pixels_uint8" and dims[1:] == [S, S, 3] and isinstance(dims[0], str)
         assert pixels.type.tensor_type.elem_type == onnx.TensorProto.UINT8
-        session = Vs2Session(variant_path(out, precision))
+        session = Vs2Session(model_path(out, precision))
         assert session.manifest.pixel_input == "pixels_uint8"
     meta = json.loads((out / "manifest.json").read_text())
     assert meta["inputs"]["pixels_uint8"] == [None, S, S, 3]
@@ -137,9 +145,9 @@ def test_fp16_keeps_the_normalisation_in_fp32(exports):
     """No fp16 round trip between the wrapper's cast, scale and shift
     (precision._no_fp16_round_trips)."""
     _, out, _ = exports
-    own = uint8_normalisation_nodes(onnx.load(str(variant_path(out, "fp32"))))
+    own = uint8_normalisation_nodes(onnx.load(str(model_path(out, "fp32"))))
     assert len(own) >= 3
-    graph = onnx.load(str(variant_path(out, "fp16"))).graph
+    graph = onnx.load(str(model_path(out, "fp16"))).graph
     produced = {o for n in graph.node if n.name in own for o in n.output}
     readers = {}
     for node in graph.node:

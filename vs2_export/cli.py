@@ -11,19 +11,48 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import click
 import typer
 
-from .config import (BenchConfig, CalibrateConfig, EvalConfig, ExportConfig, ExtractConfig, ModelSpec,
-                     QuickstartConfig, TrainConfig, VerifyConfig, DEFAULT_TEMPLATES, DEMO_MODEL)
+from .config import (
+    DEFAULT_TEMPLATES,
+    DEMO_MODEL,
+    BenchConfig,
+    CalibrateConfig,
+    EvalConfig,
+    ExportConfig,
+    ExtractConfig,
+    ModelSpec,
+    QuickstartConfig,
+    TrainConfig,
+    VerifyConfig,
+)
 from .errors import CheckFailed, Vs2Error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Export CLIP with VS2 steering to one ONNX graph; run and verify it.")
+
+EXTRAS = {"torch": "export", "open_clip": "export", "onnx": "export", "onnxscript": "export",
+          "safetensors": "export", "onnxruntime": "cpu] or [gpu"}
+"""A module missing in this install -> the extra that brings it (pyproject.toml)."""
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        typer.echo(f"vs2-export {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Export CLIP with VS2 steering to one ONNX graph; run and verify it."""
 
 
 def default(cls: type, name: str):
@@ -59,16 +88,31 @@ def _guarded(fn: Callable) -> Callable:
             _fail(f"vs2: {exc}", 1)
         except (ValueError, OSError) as exc:  # OSError: unreadable, permission, disk full
             _fail(f"vs2: error: {exc}", 2)
+        except ModuleNotFoundError as exc:
+            _missing_extra(fn.__name__, exc)
         except KeyboardInterrupt:
             _fail("vs2: interrupted", 130)
         except (typer.Exit, typer.Abort, click.ClickException):
             raise  # typer's own control flow: exit codes and usage errors
         except Exception as exc:  # noqa: BLE001 - never a traceback, unless asked for
-            if os.environ.get("VS2_DEBUG"):
-                raise
-            _fail(f"vs2: internal error ({type(exc).__name__}): {exc} (VS2_DEBUG=1 shows the "
-                  "traceback; please report it)", EXIT_INTERNAL)
+            _internal(exc)
     return wrapper
+
+
+def _internal(exc: Exception) -> None:
+    if os.environ.get("VS2_DEBUG"):
+        raise exc
+    _fail(f"vs2: internal error ({type(exc).__name__}): {exc} (VS2_DEBUG=1 shows the "
+          "traceback; please report it)", EXIT_INTERNAL)
+
+
+def _missing_extra(command: str, exc: ModuleNotFoundError) -> None:
+    """A runtime-only install running a torch-side command: say which extra to install."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        _internal(exc)
+    _fail(f"vs2 {command.removesuffix('_command')}: needs the {top} package, which this install "
+          f"lacks: pip install 'vs2-export[{EXTRAS[top]}]'", 2)
 
 
 def _printable(text: str) -> str:
@@ -100,7 +144,7 @@ JSON_HELP = "print the result as JSON (for CI)"
 def extract(images: Path = typer.Option(..., help="folder of images (recursive)"),
             out: Path = typer.Option(..., help="activation store folder to write"),
             model: str = typer.Option(DEMO_MODEL, help=MODEL_HELP),
-            pretrained: Optional[str] = typer.Option(None, help=PRETRAINED_HELP),
+            pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
             batch_size: int = typer.Option(default(ExtractConfig, "batch_size")),
             shard_size: int = typer.Option(default(ExtractConfig, "shard_size")),
             device: str = typer.Option(default(ExtractConfig, "device")),
@@ -110,8 +154,8 @@ def extract(images: Path = typer.Option(..., help="folder of images (recursive)"
             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """images -> CLS activations of the last block (before ln_post), sharded on disk.
     Data-parallel: torchrun --nproc-per-node N --no-python vs2 extract ..."""
-    from .activations import extract as run
     from .doctor import torch_device
+    from .extract import extract as run
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
     report = run(ExtractConfig(images, out, ModelSpec(model, pretrained), batch_size, shard_size,
                                device, force, append=append))
@@ -132,10 +176,10 @@ def train(acts: Path = typer.Option(..., help="activation store from `vs2 extrac
           expansion: int = typer.Option(_t("expansion"), help="n = expansion * d"),
           epochs: int = typer.Option(_t("epochs")),
           batch_size: int = typer.Option(_t("batch_size"), help="global batch (all ranks)"),
-          lr: Optional[float] = typer.Option(None, help="default: 2e-4 / sqrt(n / 2^14)"),
+          lr: float | None = typer.Option(None, help="default: 2e-4 / sqrt(n / 2^14)"),
           warmup_frac: float = typer.Option(_t("warmup_frac"), help="linear warm-up share"),
           decay_frac: float = typer.Option(_t("decay_frac"), help="final linear-decay share"),
-          aux_k: Optional[int] = typer.Option(None, help="AuxK latents; default min(n, d/2)"),
+          aux_k: int | None = typer.Option(None, help="AuxK latents; default min(n, d/2)"),
           aux_coef: float = typer.Option(_t("aux_coef"), help="AuxK weight (0 = off)"),
           dead_after: int = typer.Option(_t("dead_after"), help="dead after this many samples"),
           grad_clip: float = typer.Option(_t("grad_clip"), help="max grad norm (0 = off)"),
@@ -150,14 +194,14 @@ def train(acts: Path = typer.Option(..., help="activation store from `vs2 extrac
           log_every: int = typer.Option(_t("log_every"), help="steps between metric records"),
           checkpoint_every: int = typer.Option(_t("checkpoint_every"), help="0 = none"),
           resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
-          import_sae: Optional[Path] = typer.Option(
+          import_sae: Path | None = typer.Option(
               None, help="do not train: import this sparsify folder (cfg.json + sae.safetensors)"),
           force: bool = typer.Option(False, help="overwrite an existing SAE"),
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """activations -> top-k SAE (cfg.json + sae.safetensors + train_report.json, metrics.jsonl,
     curves.png). Data-parallel: torchrun --nproc-per-node N --no-python vs2 train ..."""
     if import_sae is not None:
-        from .sae_import import import_sae as run_import
+        from .train.import_sae import import_sae as run_import
         result = run_import(import_sae, acts, out, force)
         _emit(result, as_json, f"imported {import_sae} into {out}: median FVU "
               f"{result['fvu_per_sample']['median']:.4f} on {acts}")
@@ -183,30 +227,30 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
               sae: Path = typer.Option(..., help="SAE folder"),
               out: Path = typer.Option(..., help="steering.json to write"),
               gamma: float = typer.Option(default(CalibrateConfig, "gamma")),
-              lam: float = typer.Option(default(CalibrateConfig, "lam"), "--lambda"),
+              lambda_: float = typer.Option(default(CalibrateConfig, "lambda_"), "--lambda"),
               quantile: float = typer.Option(default(CalibrateConfig, "quantile"),
                                              help="gate: tau = this quantile of training FVU"),
               force: bool = typer.Option(False, help="overwrite an existing steering.json"),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """SAE + activations -> steering.json (gamma, lambda, q, tau)."""
-    from .steering import calibrate as run
-    params = run(CalibrateConfig(acts, sae, out, gamma, lam, quantile, force))
+    from .calibrate import calibrate as run
+    params = run(CalibrateConfig(acts, sae, out, gamma, lambda_, quantile, force))
     _emit(params.to_dict(), as_json, f"steering in {out}: gamma {params.gamma}, lambda "
-          f"{params.lam}, tau {params.tau:.4f} (q={params.quantile})")
+          f"{params.lambda_}, tau {params.tau:.4f} (q={params.quantile})")
 
 
 @cli_command()
 def export(sae: Path = typer.Option(..., help="SAE folder"),
-           steering: Path = typer.Option(..., help="steering.json"),
+           steering: Path = typer.Option(..., help="steering.json from `vs2 calibrate`"),
            out: Path = typer.Option(..., help="export folder (exported/NAME)"),
            model: str = typer.Option(DEMO_MODEL, help=MODEL_HELP),
-           pretrained: Optional[str] = typer.Option(None, help=PRETRAINED_HELP),
-           classes: Optional[Path] = typer.Option(None, help="class names, one per line"),
-           template: List[str] = typer.Option(list(DEFAULT_TEMPLATES),
+           pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
+           classes: Path | None = typer.Option(None, help="class names, one per line"),
+           template: list[str] = typer.Option(list(DEFAULT_TEMPLATES),
                                               help="prompt template with one {} (repeatable)"),
            opset: int = typer.Option(default(ExportConfig, "opset")),
            force: bool = typer.Option(False, help="overwrite an existing export"),
-           precision: List[str] = typer.Option(list(default(ExportConfig, "precisions")),
+           precision: list[str] = typer.Option(list(default(ExportConfig, "precisions")),
                                                help="fp32, fp16 (CUDA), int8 (CPU); repeatable"),
            int8_mode: str = typer.Option(default(ExportConfig, "int8_mode"),
                                          help="static (calibrated QDQ) or dynamic (fallback)"),
@@ -223,13 +267,13 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph per precision, with metadata."""
     from .export import export as run
-    from .precision import variant_path
+    from .runtime.contract import model_path
     cfg = ExportConfig(sae, steering, out, ModelSpec(model, pretrained), classes, tuple(template),
                        opset, force, tuple(precision), int8_mode, calibration, calibration_max,
                        cls_only, uint8_input)
     manifest = run(cfg)
     _emit(json.loads(manifest.to_json()), as_json, "\n".join(
-        f"exported {variant_path(out, p)}" for p in cfg.precisions))
+        f"exported {model_path(out, p)}" for p in cfg.precisions))
 
 
 @cli_command()
@@ -238,12 +282,12 @@ def verify(exported: Path = typer.Argument(..., help="export folder"),
            batch_size: int = typer.Option(default(VerifyConfig, "batch_size")),
            max_images: int = typer.Option(default(VerifyConfig, "max_images")),
            provider: str = typer.Option(default(VerifyConfig, "provider"), help="cpu or cuda"),
-           report: Optional[Path] = typer.Option(None, help="JSON report path"),
+           report: Path | None = typer.Option(None, help="JSON report path"),
            precision: str = typer.Option(default(VerifyConfig, "precision"),
                                          help="variant to verify: fp32, fp16 or int8"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """PyTorch reference vs ONNX Runtime on the same images; exit 1 on any failed tolerance."""
-    from .parity import verify as run
+    from .verify import verify as run
     result = run(VerifyConfig(exported, images, None, batch_size, max_images, provider, report,
                               precision))
     lines = [f"{c['name']:<32} {c['value']:.6g} (limit {c['limit']:.6g})" for c in result["checks"]]
@@ -253,14 +297,14 @@ def verify(exported: Path = typer.Argument(..., help="export folder"),
 
 @cli_command()
 def bench(exported: Path = typer.Argument(..., help="export folder"),
-          batch: List[int] = typer.Option(list(default(BenchConfig, "batches")),
+          batch: list[int] = typer.Option(list(default(BenchConfig, "batches")),
                                           help="batch size (repeatable)"),
           runs: int = typer.Option(default(BenchConfig, "runs"), help="timed runs per batch"),
           warmup: int = typer.Option(default(BenchConfig, "warmup")),
-          threads: Optional[int] = typer.Option(None, help="threads for torch and ORT; default all cores"),
+          threads: int | None = typer.Option(None, help="threads for torch and ORT; default all cores"),
           provider: str = typer.Option(default(BenchConfig, "provider"), help="cpu or cuda"),
           ablations: bool = typer.Option(False, help="also time the graph-saving and tuning ablations"),
-          out: Optional[Path] = typer.Option(None, help="JSON report (chart beside it as .png)"),
+          out: Path | None = typer.Option(None, help="JSON report (chart beside it as .png)"),
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Time PyTorch+hook, the bare ONNX encoder and every variant in one run; print ratios."""
     from .bench import bench as run
@@ -280,7 +324,7 @@ def bench(exported: Path = typer.Argument(..., help="export folder"),
 
 @cli_command()
 def classify(exported: Path = typer.Argument(..., help="export folder"),
-             images: List[Path] = typer.Argument(..., help="image files"),
+             images: list[Path] = typer.Argument(..., help="image files"),
              top: int = typer.Option(3, help="classes shown per image"),
              provider: str = typer.Option("cpu", help="cpu or cuda"),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
@@ -309,7 +353,7 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
                  images: Path = typer.Option(..., help="labeled folder: one subfolder per class"),
                  batch_size: int = typer.Option(default(EvalConfig, "batch_size")),
                  provider: str = typer.Option("cpu", help="cpu or cuda"),
-                 report: Optional[Path] = typer.Option(None, help="JSON report path"),
+                 report: Path | None = typer.Option(None, help="JSON report path"),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Top-1 accuracy with and without steering, from the same exported graph."""
     from .evaluate import evaluate, format_table
@@ -318,7 +362,7 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
 
 
 @cli_command()
-def quickstart(workdir: Optional[Path] = typer.Option(None, help="default: a temporary folder"),
+def quickstart(workdir: Path | None = typer.Option(None, help="default: a temporary folder"),
                n_unlabeled: int = typer.Option(default(QuickstartConfig, "n_unlabeled")),
                epochs: int = typer.Option(default(QuickstartConfig, "epochs")),
                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):

@@ -1,4 +1,4 @@
-"""Load open_clip models and split the image tower where VS2 acts (METHOD.md section 1).
+"""Load open_clip models and split the image tower where VS2 acts (docs/method.md section 1).
 
     pixels -> [trunk: patch embed, blocks] -> h = CLS of the last block -> [head: ln_post, proj]
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import open_clip
 import torch
@@ -145,7 +145,7 @@ def _load_demo(spec: ModelSpec) -> LoadedClip:
 
 
 def check_splittable(visual: nn.Module) -> VisionTransformer:
-    """The towers VS2 can act in: an open_clip ViT that pools the CLS token (METHOD.md section 1)."""
+    """The towers VS2 can act in: an open_clip ViT that pools the CLS token (docs/method.md section 1)."""
     if not isinstance(visual, VisionTransformer):
         raise Vs2Error(f"image tower: expected an open_clip VisionTransformer, got "
                        f"{type(visual).__name__}; VS2 steers the CLS token of a ViT")
@@ -160,7 +160,7 @@ class ClipTrunk(nn.Module):
     """pixels [B, 3, S, S] -> h [B, d]: the CLS token at the output of the last block, pre ln_post.
 
     cls_only: the last block computes only the CLS query (keys and values still see every token).
-    VS2 and the head read nothing but that token (METHOD.md section 1), so the other P outputs of
+    VS2 and the head read nothing but that token (docs/method.md section 1), so the other P outputs of
     the last block are dead work: about 6.6% of ViT-B-32's FLOPs (issue 4). Same math; towers
     whose last block is not a plain open_clip self-attention block take the full path.
     """

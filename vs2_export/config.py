@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import Vs2Error
+from .runtime import contract
 
 DEMO_MODEL = "vs2-demo"
-DEFAULT_TEMPLATES = ("a photo of a {}.",)  # METHOD.md section 5 (ours: the paper states none)
-PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_TEMPLATES = ("a photo of a {}.",)  # docs/method.md section 5 (ours: the paper states none)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -59,7 +59,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """images/ -> acts/: CLS activations at the output of the last block (METHOD.md section 1)."""
+    """images/ -> acts/: CLS activations at the output of the last block (docs/method.md section 1)."""
 
     images: Path
     """Folder of images, searched recursively (jpg, jpeg, png, webp, bmp)."""
@@ -88,7 +88,7 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """Shape of the top-k SAE (METHOD.md section 2); saved as the SAE's cfg.json."""
+    """Shape of the top-k SAE (docs/method.md section 2); saved as the SAE's cfg.json."""
 
     d: int
     """Input width: the CLS residual width of the model (768 for ViT-B/*)."""
@@ -110,7 +110,7 @@ class SAEConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """acts/ -> sae/: top-k SAE training (METHOD.md section 2; batch and epochs are ours)."""
+    """acts/ -> sae/: top-k SAE training (docs/method.md section 2; batch and epochs are ours)."""
 
     acts: Path
     """Activation store written by extract."""
@@ -161,7 +161,7 @@ class TrainConfig:
     resume: bool = False
     """Continue from out/checkpoint/ (same config required); start fresh when there is none."""
     labels: bool = False
-    """PASS: class = first folder of each image path recorded in the store (METHOD.md section 6)."""
+    """PASS: class = first folder of each image path recorded in the store (docs/method.md section 6)."""
     pass_coef: float = 0.8
     """Weight of the PASS prototype-alignment loss (used only with labels)."""
 
@@ -183,13 +183,13 @@ class TrainConfig:
         _check(not (self.resume and self.force), "train: expected --resume or --force, got both")
 
     def learning_rate(self, n: int) -> float:
-        """The given lr, or the 2e-4 / sqrt(n / 2^14) scaling rule (METHOD.md section 2)."""
+        """The given lr, or the 2e-4 / sqrt(n / 2^14) scaling rule (docs/method.md section 2)."""
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(n / 2**14)
 
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    """acts/ + sae/ -> steering.json (METHOD.md sections 3 and 4)."""
+    """acts/ + sae/ -> steering.json (docs/method.md sections 3 and 4)."""
 
     acts: Path
     """Activation store the SAE was trained on (in-domain, unlabeled)."""
@@ -199,7 +199,7 @@ class CalibrateConfig:
     """steering.json to write."""
     gamma: float = 1.5
     """Latent amplification: v = (gamma - 1) W_dec c."""
-    lam: float = 2.1
+    lambda_: float = 2.1
     """Steering strength lambda."""
     quantile: float = 0.99
     """Gate: tau = this quantile of the per-sample FVU on the training activations (ours: 0.99)."""
@@ -209,7 +209,7 @@ class CalibrateConfig:
     def __post_init__(self) -> None:
         _paths(self)
         _check(math.isfinite(self.gamma), f"gamma: expected a finite number, got {self.gamma}")
-        _check(math.isfinite(self.lam), f"lambda: expected a finite number, got {self.lam}")
+        _check(math.isfinite(self.lambda_), f"lambda: expected a finite number, got {self.lambda_}")
         _check(0 < self.quantile <= 1, f"quantile: expected in (0, 1], got {self.quantile}")
 
 
@@ -228,7 +228,7 @@ class ExportConfig:
     classes: Path | None = None
     """Class names, one per line: adds the zero-shot head and the `logits` output."""
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
-    """Prompt templates with one '{}', averaged then renormalised (METHOD.md section 5)."""
+    """Prompt templates with one '{}', averaged then renormalised (docs/method.md section 5)."""
     opset: int = 18
     """ONNX opset."""
     force: bool = False
@@ -252,9 +252,9 @@ class ExportConfig:
         _paths(self)
         object.__setattr__(self, "precisions", tuple(dict.fromkeys(("fp32", *self.precisions))))
         for p in self.precisions:
-            _check(p in PRECISIONS, f"precision: expected some of {list(PRECISIONS)}, got {p!r}")
-        _check(self.int8_mode in ("static", "dynamic"),
-               f"int8_mode: expected 'static' or 'dynamic', got {self.int8_mode!r}")
+            _check(p in contract.PRECISIONS, f"precision: expected some of {list(contract.PRECISIONS)}, got {p!r}")
+        _check(self.int8_mode in contract.INT8_MODES,
+               f"int8_mode: expected one of {list(contract.INT8_MODES)}, got {self.int8_mode!r}")
         _check(self.calibration_max >= 1,
                f"calibration_max: expected >= 1, got {self.calibration_max}")
         object.__setattr__(self, "templates", tuple(self.templates))
@@ -289,8 +289,8 @@ class VerifyConfig:
         _paths(self)
         _check(self.batch_size >= 1, f"batch_size: expected >= 1, got {self.batch_size}")
         _check(self.max_images >= 1, f"max_images: expected >= 1, got {self.max_images}")
-        _check(self.precision in PRECISIONS,
-               f"precision: expected one of {list(PRECISIONS)}, got {self.precision!r}")
+        _check(self.precision in contract.PRECISIONS,
+               f"precision: expected one of {list(contract.PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -347,38 +347,6 @@ class BenchConfig:
         _check(self.threads is None or self.threads >= 1,
                f"threads: expected None or >= 1, got {self.threads}")
         _check(self.provider in ("cpu", "cuda"), f"provider: expected cpu or cuda, got {self.provider!r}")
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """What 'the same' means between the PyTorch reference and an exported graph (DESIGN.md)."""
-
-    embedding_cosine: float
-    """Min cosine between reference and graph embeddings, per image."""
-    embedding_max_abs: float
-    """Max abs difference of any embedding entry."""
-    fvu_abs: float
-    """Max abs difference of the per-image FVU."""
-    logits_tie: float
-    """An argmax disagreement is allowed only where the reference's top-2 logits are this close."""
-    gate_margin: float
-    """A steered-flag disagreement is allowed only where |fvu - tau| is below this."""
-    min_top1_agreement: float
-    """Min fraction of images whose top-1 class equals the fp32 reference's."""
-
-
-# One place for every precision; fp16 / int8 are looser and judged on the task too (issue 4).
-TOLERANCES = {
-    "fp32": Tolerances(embedding_cosine=0.99999, embedding_max_abs=1e-4, fvu_abs=1e-4,
-                       logits_tie=1e-3, gate_margin=1e-4, min_top1_agreement=1.0),
-    # fp16 / int8: the steered embedding is judged where top-k set and gate match the reference;
-    # the flips are judged by top-1 agreement (parity.same_decisions, issue 4). fp16 fvu_abs:
-    # the demo measured 0.0103 (FVU is a ratio over a small spread), with top-1 agreement 99.8%.
-    "fp16": Tolerances(embedding_cosine=0.999, embedding_max_abs=1e-2, fvu_abs=2e-2,
-                       logits_tie=5e-2, gate_margin=1e-2, min_top1_agreement=0.99),
-    "int8": Tolerances(embedding_cosine=0.99, embedding_max_abs=5e-2, fvu_abs=5e-2,
-                       logits_tie=2e-1, gate_margin=5e-2, min_top1_agreement=0.98),
-}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each probe yields Findings; any finding at level "fail" makes the machine unhealthy (exit 1).
 Probes never raise: what goes wrong is the finding. Two traps are looked for explicitly
-(DESIGN.md pitfalls): onnxruntime and onnxruntime-gpu installed together (ORT #26996), and a CUDA
+(docs/design.md pitfalls): onnxruntime and onnxruntime-gpu installed together (ORT #26996), and a CUDA
 provider that is built in but silently falls back to the CPU for lack of libraries (ORT #23372).
 
 `torch_device` is also the one check of a torch --device option (extract, train).
@@ -15,10 +15,10 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
 from . import __version__
 from .errors import Vs2Error
@@ -188,6 +188,7 @@ def check_demo_model() -> Finding:
     start = time.perf_counter()
     try:
         import torch
+
         from .clip import ClipTrunk, load_clip
         from .config import ModelSpec
         clip = load_clip(ModelSpec())

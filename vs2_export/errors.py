@@ -1,4 +1,4 @@
-"""Boundary errors: every one says what was expected and what came (DESIGN.md, Conventions).
+"""Boundary errors: every one says what was expected and what came (docs/design.md, Conventions).
 
 The CLI turns them into one line and exit code 2; a failed check (parity) is exit code 1.
 """

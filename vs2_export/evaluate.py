@@ -1,7 +1,7 @@
 """exported/NAME + labeled images -> top-1 accuracy with and without steering, per class.
 
 Both numbers come from the same exported graph: plain CLIP is the graph run with steer_lambda = 0
-(h + 0 v = h, so h_hat = h; METHOD.md section 3), steered VS2 is the graph with its defaults.
+(h + 0 v = h, so h_hat = h; docs/method.md section 3), steered VS2 is the graph with its defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .artifacts import write_json
 from .config import EvalConfig
 from .errors import Vs2Error
+from .runtime import contract
 from .runtime.preprocess import list_images
 from .runtime.session import Vs2Session
 
@@ -49,9 +50,9 @@ def _predict(session: Vs2Session, items: list[tuple[Path, int]], batch: int, ski
         if not len(chunk.paths):
             continue
         out = session.run(chunk.pixels)
-        steered_pred.append(out["logits"].argmax(-1))
-        plain_pred.append(session.run(chunk.pixels, lam=0.0)["logits"].argmax(-1))
-        flags.append(out["steered"])
+        steered_pred.append(out[contract.LOGITS].argmax(-1))
+        plain_pred.append(session.run(chunk.pixels, lambda_=0.0)[contract.LOGITS].argmax(-1))
+        flags.append(out[contract.STEERED])
         labels.append(np.array([label_of[p] for p in chunk.paths]))
     if not labels:
         raise Vs2Error("eval: none of the images could be read")
@@ -61,9 +62,9 @@ def _predict(session: Vs2Session, items: list[tuple[Path, int]], batch: int, ski
 def predictions(session: Vs2Session, paths: list[Path], top_k: int = 3) -> dict:
     """Classify files -> {"predictions": [{path, top: [(class, p)], steered}], "skipped": [...]}."""
     result = session.run_paths(paths)
-    tops = session.top_k(result.outputs["logits"], top_k) if len(result.paths) else []
+    tops = session.top_k(result.outputs[contract.LOGITS], top_k) if len(result.paths) else []
     return {"predictions": [{"path": str(p), "top": t, "steered": bool(s)} for p, t, s in
-                            zip(result.paths, tops, result.outputs.get("steered", []))],
+                            zip(result.paths, tops, result.outputs.get(contract.STEERED, []), strict=True)],
             "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped]}
 
 

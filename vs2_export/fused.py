@@ -16,19 +16,14 @@ from torch import nn
 from .clip import ClipHead, ClipTrunk, LoadedClip, load_clip
 from .config import ModelSpec
 from .errors import Vs2Error
+from .runtime import contract
 from .sae import TopKSAE, load_sae
 from .steering import SteeringParams, load_steering, steer
 from .zeroshot import class_embeddings
 
-INPUT = "pixel_values"
-INPUT_UINT8 = "pixels_uint8"
-OVERRIDABLE = ("steer_gamma", "steer_lambda", "gate_tau")
-OUTPUTS = ("embedding", "base_embedding", "logits", "fvu", "steered",
-           "latent_indices", "latent_values")
-
 
 class SteeredClip(nn.Module):
-    """CLIP image tower with VS2 steering of the last block's CLS token (METHOD.md sections 1-5)."""
+    """CLIP image tower with VS2 steering of the last block's CLS token (docs/method.md sections 1-5)."""
 
     def __init__(self, visual: nn.Module, sae: TopKSAE, text: torch.Tensor | None,
                  logit_scale: float, cls_only: bool = True):
@@ -44,14 +39,14 @@ class SteeredClip(nn.Module):
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return tuple(n for n in OUTPUTS if n != "logits" or self.text is not None)
+        return tuple(n for n in contract.OUTPUTS if n != contract.LOGITS or self.text is not None)
 
     def forward(self, pixel_values: torch.Tensor, steer_gamma: torch.Tensor,
                 steer_lambda: torch.Tensor, gate_tau: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Outputs in `output_names` order; scalars are 0-d float tensors."""
         h = self.trunk(pixel_values)
         out = steer(h, self.sae, steer_gamma, steer_lambda, gate_tau)
-        # Plain CLIP and steered CLIP share the head; steering only replaces h (METHOD.md s. 1).
+        # Plain CLIP and steered CLIP share the head; steering only replaces h (docs/method.md s. 1).
         base = F.normalize(self.head(h), dim=-1)
         embedding = F.normalize(self.head(out.h), dim=-1)
         logits = (self.logit_scale * embedding @ self.text.T,) if self.text is not None else ()
@@ -100,7 +95,7 @@ class FusedParts:
         """The default values of the overridable graph inputs."""
         s = self.steering
         return {name: torch.tensor(v, dtype=torch.float32)
-                for name, v in zip(OVERRIDABLE, (s.gamma, s.lam, s.tau))}
+                for name, v in zip(contract.STEERING_INPUTS, (s.gamma, s.lambda_, s.tau), strict=True)}
 
 
 def build_steered_clip(model: ModelSpec, sae_dir: Path, steering_path: Path,

@@ -1,33 +1,53 @@
-"""exported/NAME + images -> parity report: the PyTorch reference (the same SteeredClip, eager)
-against ONNX Runtime on the same pixels, judged by the named tolerances of config.TOLERANCES.
+"""What "the same" means between two runs of the graph contract: pure numpy rules and the named
+tolerances per precision (docs/design.md, Parity). No torch, no files: verify.py (the step) and
+the export's variant check both judge with these.
 
-Top-k is discontinuous, so outputs are compared, not index order (DESIGN.md, Parity). Every
-failing output is collected first; the verdict fails once, with numbers.
+Top-k is discontinuous, so outputs are compared, not index order. Every check is computed; the
+caller fails once, with all of them.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from .artifacts import write_json
-from .config import TOLERANCES, ModelSpec, Tolerances, VerifyConfig, to_jsonable
-from .errors import CheckFailed, Vs2Error
-from .export import MODEL_FILE
-from .precision import variant_path
-from .fused import FusedParts, build_steered_clip
-from .runtime.manifest import Manifest
-from .runtime.preprocess import list_images, normalise, preprocess_paths
-from .runtime.session import Vs2Session
+from .runtime import contract
 
-log = logging.getLogger(__name__)
 SWAP_MASS = 0.01
 """A top-k swap whose latents hold under 1% of the code's L1 mass is rounding, not a new choice."""
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """What 'the same' means between the PyTorch reference and an exported graph (docs/design.md)."""
+
+    embedding_cosine: float
+    """Min cosine between reference and graph embeddings, per image."""
+    embedding_max_abs: float
+    """Max abs difference of any embedding entry."""
+    fvu_abs: float
+    """Max abs difference of the per-image FVU."""
+    logits_tie: float
+    """An argmax disagreement is allowed only where the reference's top-2 logits are this close."""
+    gate_margin: float
+    """A steered-flag disagreement is allowed only where |fvu - tau| is below this."""
+    min_top1_agreement: float
+    """Min fraction of images whose top-1 class equals the fp32 reference's."""
+
+
+# One place for every precision; fp16 / int8 are looser and judged on the task too (issue 4).
+TOLERANCES = {
+    "fp32": Tolerances(embedding_cosine=0.99999, embedding_max_abs=1e-4, fvu_abs=1e-4,
+                       logits_tie=1e-3, gate_margin=1e-4, min_top1_agreement=1.0),
+    # fp16 / int8: the steered embedding is judged where top-k set and gate match the reference;
+    # the flips are judged by top-1 agreement (parity.same_decisions, issue 4). fp16 fvu_abs:
+    # the demo measured 0.0103 (FVU is a ratio over a small spread), with top-1 agreement 99.8%.
+    "fp16": Tolerances(embedding_cosine=0.999, embedding_max_abs=1e-2, fvu_abs=2e-2,
+                       logits_tie=5e-2, gate_margin=1e-2, min_top1_agreement=0.99),
+    "int8": Tolerances(embedding_cosine=0.99, embedding_max_abs=5e-2, fvu_abs=5e-2,
+                       logits_tie=2e-1, gate_margin=5e-2, min_top1_agreement=0.98),
+}
 
 
 @dataclass(frozen=True)
@@ -49,11 +69,11 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tau: float,
             tol: Tolerances) -> list[Check]:
-    """Every check of DESIGN.md's parity rules on outputs of N images."""
+    """Every check of docs/design.md's parity rules on outputs of N images."""
     checks = []
     same = same_decisions(ref, got, tol)
-    for name in ("embedding", "base_embedding"):
-        rows = same if name == "embedding" else np.ones(len(same), bool)
+    for name in (contract.EMBEDDING, contract.BASE_EMBEDDING):
+        rows = same if name == contract.EMBEDDING else np.ones(len(same), bool)
         detail = "" if rows.all() else (f"on the {int(rows.sum())} of {len(rows)} images whose "
                                          "top-k set and gate match the reference")
         cos = float(_cosine_rows(ref[name][rows], got[name][rows]).min()) if rows.any() else 1.0
@@ -62,14 +82,14 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tau: float,
         diff = float(np.abs(ref[name][rows] - got[name][rows]).max()) if rows.any() else 0.0
         checks.append(Check(f"{name}.max_abs", diff <= tol.embedding_max_abs, diff,
                             tol.embedding_max_abs, detail))
-    diff = float(np.abs(ref["fvu"] - got["fvu"]).max())
+    diff = float(np.abs(ref[contract.FVU] - got[contract.FVU]).max())
     checks.append(Check("fvu.max_abs", diff <= tol.fvu_abs, diff, tol.fvu_abs))
-    near_tau = np.abs(ref["fvu"] - tau) < tol.gate_margin
-    flips = int(((ref["steered"] != got["steered"]) & ~near_tau).sum())
+    near_tau = np.abs(ref[contract.FVU] - tau) < tol.gate_margin
+    flips = int(((ref[contract.STEERED] != got[contract.STEERED]) & ~near_tau).sum())
     checks.append(Check("steered.mismatches", flips == 0, flips, 0,
                         f"{int(near_tau.sum())} images within {tol.gate_margin} of tau excused"))
-    if "logits" in ref:
-        checks.append(_argmax_check(ref["logits"], got["logits"], tol))
+    if contract.LOGITS in ref:
+        checks.append(_argmax_check(ref[contract.LOGITS], got[contract.LOGITS], tol))
     return checks
 
 
@@ -83,10 +103,10 @@ def same_decisions(ref: dict[str, np.ndarray], got: dict[str, np.ndarray],
     is compared where the choices match, and the flips are judged on the task (top-1
     agreement, every image) and reported (issue 4)."""
     if tol.min_top1_agreement >= 1.0:
-        return np.ones(len(ref["fvu"]), bool)
-    keep = ref["steered"] == got["steered"]
-    for i, (ri, rv, gi, gv) in enumerate(zip(ref["latent_indices"], ref["latent_values"],
-                                             got["latent_indices"], got["latent_values"])):
+        return np.ones(len(ref[contract.FVU]), bool)
+    keep = ref[contract.STEERED] == got[contract.STEERED]
+    for i, (ri, rv, gi, gv) in enumerate(zip(ref[contract.LATENT_INDICES], ref[contract.LATENT_VALUES],
+                                             got[contract.LATENT_INDICES], got[contract.LATENT_VALUES], strict=True)):
         only_ref, only_got = ~np.isin(ri, gi), ~np.isin(gi, ri)
         swapped = np.abs(rv[only_ref]).sum() + np.abs(gv[only_got]).sum()
         keep[i] &= swapped < SWAP_MASS * max(float(np.abs(rv).sum()), 1e-12)
@@ -111,93 +131,5 @@ def _argmax_check(ref: np.ndarray, got: np.ndarray, tol: Tolerances) -> Check:
 
 def latent_overlap(ref_idx: np.ndarray, got_idx: np.ndarray) -> dict[str, float]:
     """Mean and min fraction of each image's top-k index SET shared by both sides (reported)."""
-    shares = [len(set(a) & set(b)) / len(a) for a, b in zip(ref_idx.tolist(), got_idx.tolist())]
+    shares = [len(set(a) & set(b)) / len(a) for a, b in zip(ref_idx.tolist(), got_idx.tolist(), strict=True)]
     return {"mean": float(np.mean(shares)), "min": float(np.min(shares))}
-
-
-def load_pixels(folder: Path, manifest: Manifest, limit: int) -> tuple[np.ndarray, list]:
-    """Up to `limit` images under `folder` -> (pixels in the graph's input kind, skipped
-    [(path, reason)]): float32 [N, 3, S, S], or uint8 [N, S, S, 3] for a pixels_uint8 graph."""
-    uint8 = manifest.pixel_input == "pixels_uint8"
-    batch = preprocess_paths(list_images(folder)[:limit], manifest.preprocess, uint8=uint8)
-    if not len(batch.paths):
-        raise Vs2Error(f"verify: expected readable images under {folder}, found none")
-    return batch.pixels, [(str(p), r) for p, r in batch.skipped]
-
-
-def reference_pixels(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """Graph-input pixels -> the float32 [N, 3, S, S] the torch reference takes: uint8 pixels go
-    through THE normalisation (preprocess.normalise), so the graph's folded one is under test."""
-    return normalise(pixels, manifest.preprocess) if pixels.dtype == np.uint8 else pixels
-
-
-@torch.no_grad()
-def run_reference(parts: FusedParts, pixels: np.ndarray, batch: int) -> dict[str, np.ndarray]:
-    """The eager SteeredClip on pixels [N, 3, S, S] -> outputs by name, concatenated."""
-    chunks = []
-    for start in tqdm(range(0, len(pixels), batch), desc="verify: torch", unit="batch",
-                      disable=None):
-        out = parts.module(torch.from_numpy(pixels[start:start + batch]), *parts.scalars().values())
-        chunks.append([t.numpy() for t in out])
-    return {name: np.concatenate([c[i] for c in chunks])
-            for i, name in enumerate(parts.module.output_names)}
-
-
-def run_graph(session: Vs2Session, pixels: np.ndarray, batch: int) -> dict[str, np.ndarray]:
-    """ONNX Runtime on the same pixels -> outputs by name, concatenated."""
-    starts = tqdm(range(0, len(pixels), batch), desc="verify: onnxruntime", unit="batch",
-                  disable=None)
-    chunks = [session.run(pixels[s:s + batch]) for s in starts]
-    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-
-
-def reference_for(exported: Path, manifest: Manifest, model: ModelSpec | None,
-                  cls_only: bool = True) -> FusedParts:
-    """Rebuild the PyTorch reference from the export folder's companions and the manifest."""
-    if model is None:
-        source = manifest.model.source
-        model = ModelSpec(manifest.model.id, None if source == "demo" else source)
-    parts = build_steered_clip(model, exported / "sae", exported / "steering.json",
-                               tuple(manifest.classes or ()), tuple(manifest.templates), cls_only)
-    # An export --force killed after the companions but before model.onnx leaves a new SAE beside
-    # the old graph: that is an inconsistent folder, not a parity failure.
-    if parts.sae_sha256 != manifest.sae.sha256:
-        raise Vs2Error(f"verify: {exported}/sae holds SAE {parts.sae_sha256[:12]}, but "
-                       f"{MODEL_FILE} was exported with SAE {manifest.sae.sha256[:12]}; "
-                       "re-export with --force")
-    return parts
-
-
-def verify(cfg: VerifyConfig) -> dict:
-    """Compare and write the report; raise CheckFailed (after writing it) if any check fails."""
-    # The fp16 graph crashes ORT's level-'all' CPU optimiser (export.cpu_options): basic there.
-    level = "basic" if cfg.precision == "fp16" and cfg.provider == "cpu" else "all"
-    session = Vs2Session(variant_path(cfg.exported, cfg.precision), provider=cfg.provider,
-                         optimization=level)
-    manifest = session.manifest
-    if manifest.precision != cfg.precision:
-        raise Vs2Error(f"verify: {variant_path(cfg.exported, cfg.precision)} should hold the "
-                       f"{cfg.precision} variant, its metadata says {manifest.precision}")
-    parts = reference_for(Path(cfg.exported), manifest, cfg.model)
-    pixels, skipped = load_pixels(cfg.images, manifest, cfg.max_images)
-    ref = run_reference(parts, reference_pixels(pixels, manifest), cfg.batch_size)
-    got = run_graph(session, pixels, cfg.batch_size)
-    tol = TOLERANCES[manifest.precision]
-    checks = compare(ref, got, parts.steering.tau, tol)
-    failed = [c for c in checks if not c.passed]
-    report = {
-        "verdict": "FAIL" if failed else "PASS", "precision": manifest.precision,
-        "model": str(variant_path(cfg.exported, cfg.precision)), "n_images": int(len(pixels)),
-        "providers": session.providers, "tolerances": to_jsonable(tol),
-        "checks": [asdict(c) for c in checks],
-        "latent_index_overlap": latent_overlap(ref["latent_indices"], got["latent_indices"]),
-        "discrete_flips": int((~same_decisions(ref, got, tol)).sum()),
-        "steered_fraction": float(ref["steered"].mean()),
-        "skipped": [{"path": p, "reason": r} for p, r in skipped],
-    }
-    suffix = "" if cfg.precision == "fp32" else f".{cfg.precision}"
-    write_json(cfg.report or Path(cfg.exported) / f"parity_report{suffix}.json", report)
-    if failed:
-        raise CheckFailed("parity FAIL: " + "; ".join(
-            f"{c.name} = {c.value:.6g} (limit {c.limit:.6g})" for c in failed))
-    return report

@@ -1,19 +1,22 @@
-"""The fp32 graph -> its fp16 (CUDA) and int8 (CPU) variants (issue 4), written next to model.onnx.
+"""The fp32 graph -> its fp16 (CUDA) and int8 (CPU) variants, written next to model.onnx, each
+loaded, run and compared with the fp32 graph before it is kept.
 
     model.onnx       fp32, the reference every variant is verified against
     model.fp16.onnx  weights and matmuls fp16; LayerNorm, Softmax, TopK, the SAE head, the FVU gate
-                     and the norms fp32; inputs and outputs fp32 (DESIGN.md pitfalls: ORT #13639)
+                     and the norms fp32; inputs and outputs fp32 (docs/design.md pitfalls: ORT #13639)
     model.int8.onnx  static QDQ int8 calibrated on images (default) or dynamic int8 weights; the
                      SAE head, gate, ln_post, projection, norms and the attention matmuls
                      (activation x activation) fp32
 
 "Head" = every node after the trunk (the exporter records each node's module path in its
-`namespace` metadata): it costs ~0.05% of the FLOPs (METHOD.md section 3) and holds the top-k
+`namespace` metadata): it costs ~0.05% of the FLOPs (docs/method.md section 3) and holds the top-k
 and the gate, which are discontinuous, so lowering it buys nothing and risks flips.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -21,10 +24,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .artifacts import atomic_path, claim_output, write_json
+from .config import ExportConfig
 from .errors import Vs2Error
+from .parity import TOLERANCES, compare
+from .runtime import contract
+from .runtime.manifest import Manifest
+from .runtime.preprocess import list_images, preprocess_paths
+from .runtime.providers import create_session
 
 log = logging.getLogger(__name__)
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 TRUNK_SCOPE = "/trunk: "
 TRUNK_SCOPE_UINT8 = "/steered.trunk: "
 UINT8_SCOPE = "fused.Uint8Pixels/"
@@ -34,14 +43,6 @@ UINT8_SCOPE = "fused.Uint8Pixels/"
 FP16_KEEP_OPS = ("LayerNormalization", "Softmax", "TopK", "ReduceL2", "ReduceSum", "Pow", "Sqrt",
                  "Erf")
 INT8_OPS = ("MatMul", "Gemm", "Conv")
-INT8_MODES = ("static", "dynamic")
-
-
-def variant_path(folder: Path, precision: str) -> Path:
-    """exported/NAME + precision -> the variant's .onnx file."""
-    if precision not in VARIANT_FILES:
-        raise Vs2Error(f"precision: expected one of {list(VARIANT_FILES)}, got {precision!r}")
-    return Path(folder) / VARIANT_FILES[precision]
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:
@@ -152,7 +153,7 @@ class PixelReader:
     """ORT CalibrationDataReader over pixels in batches: float32 [N, 3, S, S] for input
     pixel_values, uint8 [N, S, S, 3] for pixels_uint8."""
 
-    def __init__(self, pixels: np.ndarray, batch: int = 8, name: str = "pixel_values"):
+    def __init__(self, pixels: np.ndarray, batch: int = 8, name: str = contract.PIXEL_VALUES):
         self._batches = iter([{name: pixels[s:s + batch]}
                               for s in range(0, len(pixels), batch)])
 
@@ -161,17 +162,23 @@ class PixelReader:
 
 
 def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | None, mode: str = "static",
-            input_name: str = "pixel_values") -> None:
+            input_name: str = contract.PIXEL_VALUES) -> None:
     """fp32 file -> int8 file (no metadata yet). pixels: calibration set (static) for the graph
     input input_name (float32 [N, 3, S, S], or uint8 [N, S, S, 3] for pixels_uint8).
 
     Weights int8 per channel, activations uint8 asymmetric: the u8s8 kernels are ORT's fast path
-    on x86. quant_pre_process needs skip_symbolic_shape=True on these graphs (DESIGN.md pitfalls).
+    on x86. quant_pre_process needs skip_symbolic_shape=True on these graphs (docs/design.md pitfalls).
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_dynamic, quantize_static)
-    if mode not in INT8_MODES:
-        raise Vs2Error(f"int8 mode: expected one of {list(INT8_MODES)}, got {mode!r}")
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+    if mode not in contract.INT8_MODES:
+        raise Vs2Error(f"int8 mode: expected one of {list(contract.INT8_MODES)}, got {mode!r}")
     if mode == "static" and (pixels is None or not len(pixels)):
         raise Vs2Error("int8 static: expected calibration images, got none")
     head = head_nodes(onnx.load(str(fp32_path), load_external_data=False))
@@ -206,3 +213,92 @@ def _drop_value_info(path: Path) -> None:
     model = onnx.load(str(path))
     del model.graph.value_info[:]
     onnx.save(model, str(path))
+
+
+def check_graph(path: Path, manifest: Manifest) -> None:
+    """onnx.checker, then ONNX Runtime loads the file and runs one batch of 3 random inputs of
+    the manifest's pixel kind: a graph that does not load or gives a wrong or non-finite
+    embedding is refused at export."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        session = create_session(path, precision=manifest.precision)
+    except Exception as exc:  # noqa: BLE001 - checker and ORT raise their own types
+        raise Vs2Error(f"export: the written graph does not load ({exc})") from None
+    size, rng = manifest.image_size, np.random.default_rng(0)
+    if manifest.pixel_input == contract.PIXELS_UINT8:
+        feeds = {contract.PIXELS_UINT8: rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)}
+    else:
+        feeds = {contract.PIXEL_VALUES: rng.standard_normal((3, 3, size, size)).astype(np.float32)}
+    embedding = session.run([contract.EMBEDDING], feeds)[0]
+    if embedding.shape != (3, manifest.model.embed_dim) or not np.isfinite(embedding).all():
+        raise Vs2Error(f"export: graph gave embedding {embedding.shape}, expected finite "
+                       f"[3, {manifest.model.embed_dim}]")
+
+
+def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str) -> Path:
+    """model.onnx -> model.PRECISION.onnx with its own metadata (precision.py says what stays fp32)."""
+    final = contract.model_path(cfg.out, precision)
+    claim_output(final, cfg.force)
+    fp32 = cfg.out / contract.MODEL_FILE
+    meta = Manifest.from_dict({**json.loads(manifest.to_json()), "precision": precision})
+    pixels = None
+    if precision == "int8" and cfg.int8_mode == "static":
+        pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
+    else:
+        with contextlib.suppress(Vs2Error):  # only feeds the self-check here: optional
+            pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
+    with atomic_path(final) as tmp:
+        if precision == "fp16":
+            onnx.save_model(to_fp16(onnx.load(str(fp32))), str(tmp))
+        else:
+            to_int8(fp32, tmp, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode,
+                    meta.pixel_input)
+        model = onnx.load(str(tmp))
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, {contract.METADATA_KEY: meta.to_json()})
+        onnx.save_model(model, str(tmp))
+        check_graph(tmp, meta)
+    write_json(cfg.out / contract.manifest_file(precision), json.loads(meta.to_json()))
+    log.info("exported %s (%.1f MB)", final, final.stat().st_size / 1e6)
+    if pixels is not None:
+        self_check(cfg, final, precision, pixels[:64], meta.steering.tau)
+    return final
+
+
+def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndarray,
+               tau: float) -> dict:
+    """The variant against the fp32 graph on calibration pixels in the graph's input kind
+    ([N, 3, S, S] float32 or [N, S, S, 3] uint8; ORT vs ORT), by the
+    precision's tolerances: a variant that breaks them is announced at export, not found later.
+    Writes export_check.PRECISION.json; `vs2 verify` on in-domain images is the real gate."""
+    runs = {}
+    for name, path in (("ref", cfg.out / contract.MODEL_FILE), ("got", variant)):
+        session = create_session(path, precision="fp32" if name == "ref" else precision)
+        names = [o.name for o in session.get_outputs()]
+        feed = session.get_inputs()[0].name  # pixel_values or pixels_uint8: the only required input
+        runs[name] = dict(zip(names, session.run(names, {feed: pixels}), strict=True))
+    checks = compare(runs["ref"], runs["got"], tau, TOLERANCES[precision])
+    failed = [c for c in checks if not c.passed]
+    report = {"precision": precision, "n_images": int(len(pixels)),
+              "verdict": "FAIL" if failed else "PASS", "checks": [c.__dict__ for c in checks]}
+    write_json(cfg.out / contract.export_check_file(precision), report)
+    if failed:
+        log.warning("%s breaks its %s tolerances against the fp32 graph on %d calibration images: "
+                    "%s. `vs2 verify --precision %s` will fail; try --int8-mode dynamic or more "
+                    "in-domain calibration images (calibration/README.md)", variant.name, precision,
+                    len(pixels), "; ".join(f"{c.name} = {c.value:.4g} (limit {c.limit:.4g})"
+                                           for c in failed), precision)
+    return report
+
+
+def calibration_pixels(folder: Path, manifest: Manifest, limit: int) -> np.ndarray:
+    """Up to `limit` images of the calibration folder -> pixels in the graph's input kind,
+    float32 [N, 3, S, S] or uint8 [N, S, S, 3] (sorted: the same folder, the same int8 graph)."""
+    paths = list_images(folder)[:limit] if Path(folder).is_dir() else []
+    uint8 = manifest.pixel_input == contract.PIXELS_UINT8
+    batch = preprocess_paths(paths, manifest.preprocess, uint8=uint8) if paths else None
+    if batch is None or not len(batch.paths):
+        raise Vs2Error(f"int8 static: expected calibration images under {folder} (see "
+                       "calibration/README.md), found none; or use --int8-mode dynamic")
+    log.info("calibration: %d images from %s", len(batch.paths), folder)
+    return batch.pixels

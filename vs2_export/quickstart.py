@@ -2,7 +2,7 @@
 
     demo data -> extract -> train -> calibrate -> export -> verify -> eval -> classify
 
-The SAE sees only unlabeled images of the demo's shifted target domain (METHOD.md section 2:
+The SAE sees only unlabeled images of the demo's shifted target domain (docs/method.md section 2:
 unlabeled in-domain activations); verify and eval use a separate labeled set of that domain.
 """
 
@@ -13,18 +13,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from .activations import extract
 from .artifacts import write_json
-from .config import (CalibrateConfig, EvalConfig, ExportConfig, ExtractConfig, ModelSpec,
-                     QuickstartConfig, TrainConfig, VerifyConfig, to_jsonable)
+from .calibrate import calibrate
+from .config import (
+    CalibrateConfig,
+    EvalConfig,
+    ExportConfig,
+    ExtractConfig,
+    ModelSpec,
+    QuickstartConfig,
+    TrainConfig,
+    VerifyConfig,
+    to_jsonable,
+)
 from .demo import data as demo_data
 from .evaluate import evaluate, predictions
 from .export import export
-from .parity import verify
+from .extract import extract
+from .runtime import contract
 from .runtime.preprocess import list_images
 from .runtime.session import Vs2Session
-from .steering import calibrate
 from .train import train_sae
+from .verify import verify
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +56,16 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     unlabeled = step("data", demo_data.generate_unlabeled, work / "data/unlabeled",
                      cfg.n_unlabeled, "target", cfg.seed)
     val = demo_data.generate_labeled(work / "data/val", cfg.n_val_per_class, "target", cfg.seed + 1)
-    demo_data.write_classes(work / "classes.txt")
+    demo_data.write_classes(work / contract.CLASSES_FILE)
     model = ModelSpec()
     step("extract", extract, ExtractConfig(unlabeled, work / "acts", model, force=True))
     step("train", train_sae, TrainConfig(work / "acts", work / "sae", cfg.expansion, cfg.k,
                                          cfg.batch_size, cfg.epochs, seed=cfg.seed, force=True))
     step("calibrate", calibrate, CalibrateConfig(work / "acts", work / "sae",
-                                                 work / "steering.json", force=True))
+                                                 work / contract.STEERING_FILE, force=True))
     exported = work / "exported/vs2-demo"
-    step("export", export, ExportConfig(work / "sae", work / "steering.json", exported, model,
-                                        work / "classes.txt", force=True))
+    step("export", export, ExportConfig(work / "sae", work / contract.STEERING_FILE, exported, model,
+                                        work / contract.CLASSES_FILE, force=True))
     parity = step("verify", verify, VerifyConfig(exported, val))
     report = step("eval", evaluate, EvalConfig(exported, val))
     samples = list_images(val)[:: max(1, len(list_images(val)) // 5)][:5]

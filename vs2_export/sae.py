@@ -1,4 +1,4 @@
-"""The top-k sparse autoencoder (METHOD.md section 2) and its files: cfg.json + sae.safetensors."""
+"""The top-k sparse autoencoder (docs/method.md section 2) and its files: cfg.json + sae.safetensors."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ class TopKSAE(nn.Module):
         c       = TopK_k(pre)                             k values per row, rest zero
         h_tilde = W_dec c + b_pre                         W_dec: stored [n, d], one ROW per latent
 
-    W_dec is stored transposed against METHOD.md (rows, not columns, are latent directions) so
+    W_dec is stored transposed against docs/method.md (rows, not columns, are latent directions) so
     that decoding k latents gathers k rows. `mu` [d] is the mean of the training activations:
-    the centre of the FVU denominator used by the gate (METHOD.md section 4), not a parameter.
+    the centre of the FVU denominator used by the gate (docs/method.md section 4), not a parameter.
     """
 
     def __init__(self, cfg: SAEConfig):
@@ -43,7 +43,7 @@ class TopKSAE(nn.Module):
         self.register_buffer("mu", torch.zeros(d))
         nn.init.kaiming_uniform_(self.W_enc, a=5**0.5)
         with torch.no_grad():
-            # W_dec starts as W_enc transposed, unit-norm (METHOD.md section 2; Gao et al. 2024).
+            # W_dec starts as W_enc transposed, unit-norm (docs/method.md section 2; Gao et al. 2024).
             self.W_dec.copy_(self.W_enc)
             self.normalize_decoder()
 
@@ -53,7 +53,7 @@ class TopKSAE(nn.Module):
 
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h [B, d] -> (values [B, k] descending, indices [B, k] int64). Values may be 0 (ReLU)."""
-        # sorted=True: ONNX Runtime's TopK orders ties and unsorted output differently (DESIGN.md).
+        # sorted=True: ONNX Runtime's TopK orders ties and unsorted output differently (docs/design.md).
         values, indices = torch.topk(self.pre_activations(h), self.cfg.k, dim=-1, sorted=True)
         return values, indices
 

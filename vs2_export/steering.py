@@ -1,4 +1,4 @@
-"""VS2 steering in torch (METHOD.md sections 3 and 4) and the calibration of its gate.
+"""VS2 steering in torch (docs/method.md sections 3 and 4): one definition of the math.
 
 The same `steer` function runs inside the exported graph (fused.SteeredClip) and in the PyTorch
 baselines, so there is one definition of the math.
@@ -14,11 +14,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .store import ActivationStore
-from .artifacts import claim_output, read_json, write_json
-from .config import CalibrateConfig
+from .artifacts import read_json
 from .errors import Vs2Error
-from .sae import TopKSAE, load_sae
+from .sae import TopKSAE
+from .store import ActivationStore
 
 log = logging.getLogger(__name__)
 EPS = 1e-12
@@ -35,19 +34,19 @@ class Steered(NamedTuple):
 
 
 def fvu_per_sample(h: torch.Tensor, h_tilde: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """||h_tilde - h||^2 / ||h - mu||^2 per row (METHOD.md section 4). h, h_tilde: [B, d] -> [B]."""
+    """||h_tilde - h||^2 / ||h - mu||^2 per row (docs/method.md section 4). h, h_tilde: [B, d] -> [B]."""
     err = (h_tilde - h).pow(2).sum(-1)
     spread = (h - mu).pow(2).sum(-1)
     return err / spread.clamp_min(EPS)
 
 
-def steer(h: torch.Tensor, sae: TopKSAE, gamma: torch.Tensor, lam: torch.Tensor,
+def steer(h: torch.Tensor, sae: TopKSAE, gamma: torch.Tensor, lambda_: torch.Tensor,
           tau: torch.Tensor) -> Steered:
-    """VS2 on h [B, d]; gamma, lam, tau are 0-d tensors (graph inputs once exported).
+    """VS2 on h [B, d]; gamma, lambda_, tau are 0-d tensors (graph inputs once exported).
 
-        v     = (gamma - 1) W_dec c                         (METHOD.md section 3; b_pre cancels)
-        h_hat = (h + lam v) ||h|| / ||h + lam v||           (norm-preserving)
-        h_hat = h where FVU(h) > tau                        (METHOD.md section 4: fall back)
+        v     = (gamma - 1) W_dec c                         (docs/method.md section 3; b_pre cancels)
+        h_hat = (h + lambda v) ||h|| / ||h + lambda v||           (norm-preserving)
+        h_hat = h where FVU(h) > tau                        (docs/method.md section 4: fall back)
 
     Every scalar meets a data-dependent tensor first (wc * gamma - wc, not (gamma - 1) * wc), so an
     exporter's constant folding cannot bake gamma into the weights: they stay overridable.
@@ -55,7 +54,7 @@ def steer(h: torch.Tensor, sae: TopKSAE, gamma: torch.Tensor, lam: torch.Tensor,
     values, indices = sae.encode(h)
     wc = sae.decode_delta(values, indices)                     # W_dec c  [B, d]
     fvu = fvu_per_sample(h, wc + sae.b_pre, sae.mu)
-    moved = h + (wc * gamma - wc) * lam                        # h + lambda v
+    moved = h + (wc * gamma - wc) * lambda_                       # h + lambda v
     scale = h.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(EPS)
     steered = fvu <= tau
     h_out = torch.where(steered.unsqueeze(-1), moved * scale, h)
@@ -67,11 +66,11 @@ class SteeringParams:
     """The contents of steering.json: VS2 strength and the calibrated gate."""
 
     gamma: float
-    """Latent amplification (METHOD.md section 3; default 1.5)."""
-    lam: float
+    """Latent amplification (docs/method.md section 3; default 1.5)."""
+    lambda_: float
     """Steering strength lambda (default 2.1)."""
     quantile: float
-    """q of the gate (METHOD.md section 4)."""
+    """q of the gate (docs/method.md section 4)."""
     tau: float
     """q-quantile of the per-sample FVU on the SAE's training activations."""
     sae_sha256: str
@@ -84,7 +83,9 @@ class SteeringParams:
     """Model whose activations were used (from the store's meta.json)."""
 
     def to_dict(self) -> dict:
-        return {"format": "vs2-steering", **asdict(self)}
+        data = asdict(self)
+        data["lambda"] = data.pop("lambda_")  # the JSON key is the CLI's --lambda
+        return {"format": "vs2-steering", **data}
 
 
 def load_steering(path: Path) -> SteeringParams:
@@ -92,6 +93,8 @@ def load_steering(path: Path) -> SteeringParams:
     data = read_json(path, "steering")
     if data.pop("format", None) != "vs2-steering":
         raise Vs2Error(f"steering {path}: expected format 'vs2-steering', got another JSON file")
+    if "lambda" in data:
+        data["lambda_"] = data.pop("lambda")
     try:
         return SteeringParams(**data)
     except TypeError as exc:
@@ -106,29 +109,3 @@ def sae_fvu(sae: TopKSAE, store: ActivationStore, batch_size: int = 4096) -> np.
         h = torch.tensor(batch, dtype=torch.float32)
         parts.append(fvu_per_sample(h, sae(h), sae.mu).double().numpy())
     return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def calibrate(cfg: CalibrateConfig) -> SteeringParams:
-    """acts/ + sae/ -> steering.json: tau = q-quantile of per-sample FVU (METHOD.md section 4)."""
-    claim_output(cfg.out, cfg.force)
-    store = ActivationStore(cfg.acts)
-    sae, checksum = load_sae(cfg.sae)
-    if store.meta.d != sae.cfg.d:
-        raise Vs2Error(f"calibrate: SAE expects d={sae.cfg.d}, activations in {cfg.acts} have "
-                       f"d={store.meta.d}")
-    fvu = sae_fvu(sae, store)
-    if fvu.size == 0:
-        raise Vs2Error(f"calibrate: expected activations in {cfg.acts}, found none")
-    bad = int((~np.isfinite(fvu)).sum())
-    if bad:  # else tau = NaN lands in steering.json and every later step inherits it
-        raise Vs2Error(f"calibrate: expected finite activations and SAE weights, got NaN or Inf "
-                       f"FVU for {bad} of {fvu.size} activations in {cfg.acts}")
-    stats = {name: float(np.quantile(fvu, q)) for name, q in
-             (("median", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))}
-    stats["mean"] = float(fvu.mean())
-    params = SteeringParams(gamma=cfg.gamma, lam=cfg.lam, quantile=cfg.quantile,
-                            tau=float(np.quantile(fvu, cfg.quantile)), sae_sha256=checksum,
-                            fvu_stats=stats, n_samples=int(fvu.size), model_id=store.meta.model_id)
-    write_json(cfg.out, params.to_dict())
-    log.info("calibrated tau=%.4f (q=%.3f over %d activations)", params.tau, cfg.quantile, fvu.size)
-    return params

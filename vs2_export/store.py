@@ -14,9 +14,9 @@ size of the store. Pages stay in the OS page cache, which the kernel reclaims un
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -54,9 +54,8 @@ def write_shard(folder: Path, name: str, block: np.ndarray, images: list[str] | 
                            f"got {len(images)}")
         write_json(folder / f"{name}.json", {"count": len(images), "images": list(images),
                                              "model_id": model[0], "model_source": model[1]})
-    with atomic_path(folder / name) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, block)
+    with atomic_path(folder / name) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, block)
     return name, int(block.shape[0])
 
 

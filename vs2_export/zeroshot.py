@@ -1,9 +1,9 @@
-"""Class names + prompt templates -> class text embeddings T [C, E] (METHOD.md section 5)."""
+"""Class names + prompt templates -> class text embeddings T [C, E] (docs/method.md section 5)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ def _tokenizer(context_length: int) -> SimpleTokenizer:
     return SimpleTokenizer(context_length=context_length)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tokens(caption: str, context_length: int) -> torch.Tensor:
     """Token ids [L] of one caption; cached because the caption set is small and repeats."""
     return _tokenizer(context_length)([caption])[0]

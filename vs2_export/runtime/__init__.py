@@ -7,9 +7,9 @@
 Nothing here imports torch, open_clip, onnx or the torch side of vs2_export.
 """
 
+from . import contract
+from .contract import METADATA_KEY, SCHEMA_VERSION
 from .manifest import (
-    METADATA_KEY,
-    SCHEMA_VERSION,
     InputsInfo,
     Manifest,
     ManifestError,
@@ -34,6 +34,7 @@ from .preprocess import (
 from .session import InputError, ModelError, PathsResult, ProviderError, Vs2Session
 
 __all__ = [
+    "contract",
     "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
     "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
     "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError", "SaeInfo", "SteeringInfo",

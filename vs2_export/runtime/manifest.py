@@ -1,6 +1,6 @@
 """The metadata contract of an exported model: one JSON document, schema_version 1.
 
-It sits in the ONNX metadata_props under METADATA_KEY (authoritative) and, as a copy, in
+It sits in the ONNX metadata_props under contract.METADATA_KEY (authoritative) and, as a copy, in
 manifest.json beside model.onnx. The exporter builds a Manifest and writes to_json(); the runtime
 reads it with from_json(), which checks types here and meaning in Manifest.__post_init__, so an
 invalid manifest can neither be written nor read.
@@ -15,16 +15,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from . import contract
 from .preprocess import PreprocessSpec
 
-METADATA_KEY = "vs2_export"
-SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
-REQUIRED_OUTPUTS = ("embedding", "base_embedding", "fvu", "steered", "latent_indices", "latent_values")
-OVERRIDABLE_INPUTS = ("steer_gamma", "steer_lambda", "gate_tau")
-PIXEL_INPUTS = ("pixel_values", "pixels_uint8")
-"""The two kinds of pixel input a graph takes (exactly one): float32 [B, 3, S, S] normalised, or
-uint8 [B, S, S, 3] resized and cropped RGB that the graph normalises itself."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -82,14 +75,14 @@ class InputsInfo:
     pixel_values: tuple[int | None, ...] | None = None
     """[None, 3, S, S] float32 (None is the dynamic batch), or None for a uint8-input graph."""
     overridable: dict[str, float] = field(default_factory=dict)
-    """Scalar inputs (subset of OVERRIDABLE_INPUTS) -> default value."""
+    """Scalar inputs (subset of contract.STEERING_INPUTS) -> default value."""
     pixels_uint8: tuple[int | None, ...] | None = None
     """[None, S, S, 3] uint8 RGB (decoded, resized, cropped; the graph normalises), or None."""
 
     @property
     def pixel_input(self) -> str:
         """'pixel_values' or 'pixels_uint8': the one pixel input the graph takes."""
-        return "pixels_uint8" if self.pixels_uint8 is not None else "pixel_values"
+        return contract.PIXELS_UINT8 if self.pixels_uint8 is not None else contract.PIXEL_VALUES
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ class Manifest:
     """Parity tolerances the export was verified against (free-form)."""
     created: str
     """ISO 8601 timestamp."""
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = contract.SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         # Accept lists where tuples are meant (JSON has no tuples), then check everything once.
@@ -123,7 +116,7 @@ class Manifest:
             object.__setattr__(self, name, tuple(_seq(getattr(self, name), name)))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(_seq(self.classes, "classes")))
-        for name in PIXEL_INPUTS:
+        for name in contract.PIXEL_INPUTS:
             if isinstance(getattr(self.inputs, name, None), list):
                 object.__setattr__(self.inputs, name, tuple(getattr(self.inputs, name)))
         if is_finite_number(self.logit_scale):
@@ -158,7 +151,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Manifest":
+    def from_json(cls, text: str | bytes) -> Manifest:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -166,7 +159,7 @@ class Manifest:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Manifest":
+    def from_dict(cls, data: Any) -> Manifest:
         return _parse(cls, data)
 
     @property
@@ -210,14 +203,14 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
     """Dict (parsed JSON) -> Manifest; ManifestError names the key, what was expected and got."""
     _expect(isinstance(data, dict), "manifest", "a JSON object", data)
     version = data.get("schema_version")
-    _expect(version == SCHEMA_VERSION and not isinstance(version, bool), "schema_version",
-            f"{SCHEMA_VERSION} (this runtime reads schema {SCHEMA_VERSION} only)", version)
+    _expect(version == contract.SCHEMA_VERSION and not isinstance(version, bool), "schema_version",
+            f"{contract.SCHEMA_VERSION} (this runtime reads schema {contract.SCHEMA_VERSION} only)", version)
     _keys(data, _TOP_KEYS, "manifest")
     sections = {name: _section(data[name], section_cls, name) for name, section_cls in _SECTIONS.items()}
     inputs = data["inputs"]
     _expect(isinstance(inputs, dict), "inputs", "an object", inputs)
-    pixel_keys = [k for k in PIXEL_INPUTS if k in inputs]
-    _expect(len(pixel_keys) == 1, "inputs", f"exactly one of {list(PIXEL_INPUTS)}", sorted(inputs))
+    pixel_keys = [k for k in contract.PIXEL_INPUTS if k in inputs]
+    _expect(len(pixel_keys) == 1, "inputs", f"exactly one of {list(contract.PIXEL_INPUTS)}", sorted(inputs))
     _keys(inputs, (pixel_keys[0], "overridable"), "inputs")
     preprocess = data["preprocess"]
     _expect(isinstance(preprocess, dict), "preprocess", "an object", preprocess)
@@ -265,14 +258,14 @@ def _expect(ok: bool, key: str, expected: str, got: Any) -> None:
 
 
 def _check_manifest(m: Manifest) -> None:
-    _expect(m.schema_version == SCHEMA_VERSION and not isinstance(m.schema_version, bool),
-            "schema_version", str(SCHEMA_VERSION), m.schema_version)
+    _expect(m.schema_version == contract.SCHEMA_VERSION and not isinstance(m.schema_version, bool),
+            "schema_version", str(contract.SCHEMA_VERSION), m.schema_version)
     _expect(isinstance(m.preprocess, PreprocessSpec), "preprocess", "a PreprocessSpec", m.preprocess)
     _check_model_and_sae(m)
     _check_steering(m)
     _check_classes(m)
     _check_io(m)
-    _expect(m.precision in PRECISIONS, "precision", f"one of {list(PRECISIONS)}", m.precision)
+    _expect(m.precision in contract.PRECISIONS, "precision", f"one of {list(contract.PRECISIONS)}", m.precision)
     _expect(_is_int(m.opset) and m.opset >= 7, "opset", "an int >= 7", m.opset)
     _expect(isinstance(m.versions, dict) and all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in m.versions.items()),
@@ -331,19 +324,19 @@ def _check_classes(m: Manifest) -> None:
 def _check_io(m: Manifest) -> None:
     s = m.preprocess.image_size
     _expect(isinstance(m.inputs, InputsInfo), "inputs", "an InputsInfo", m.inputs)
-    given = [k for k in PIXEL_INPUTS if getattr(m.inputs, k) is not None]
-    _expect(len(given) == 1, "inputs", f"exactly one of {list(PIXEL_INPUTS)}", given)
+    given = [k for k in contract.PIXEL_INPUTS if getattr(m.inputs, k) is not None]
+    _expect(len(given) == 1, "inputs", f"exactly one of {list(contract.PIXEL_INPUTS)}", given)
     name = given[0]
-    shape = [None, 3, s, s] if name == "pixel_values" else [None, s, s, 3]
+    shape = [None, 3, s, s] if name == contract.PIXEL_VALUES else [None, s, s, 3]
     value = getattr(m.inputs, name)
     _expect(isinstance(value, (list, tuple)) and list(value) == shape, f"inputs.{name}",
             f"{shape} (preprocess.image_size = {s})".replace("None", "null"), value)
     over = m.inputs.overridable
     _expect(isinstance(over, dict), "inputs.overridable", "an object", over)
-    defaults = {"steer_gamma": m.steering.gamma, "steer_lambda": m.steering.lambda_,
-                "gate_tau": m.steering.tau}
+    defaults = {contract.STEER_GAMMA: m.steering.gamma, contract.STEER_LAMBDA: m.steering.lambda_,
+                contract.GATE_TAU: m.steering.tau}
     for name, value in over.items():
-        _expect(name in OVERRIDABLE_INPUTS, "inputs.overridable", f"keys among {list(OVERRIDABLE_INPUTS)}",
+        _expect(name in contract.STEERING_INPUTS, "inputs.overridable", f"keys among {list(contract.STEERING_INPUTS)}",
                 name)
         # The graph default must be the calibrated value (float32 rounding allowed).
         _expect(is_finite_number(value) and math.isclose(value, defaults[name], rel_tol=1e-6, abs_tol=1e-9),
@@ -351,12 +344,12 @@ def _check_io(m: Manifest) -> None:
     outs = list(m.outputs)
     _expect(all(isinstance(o, str) for o in outs) and len(set(outs)) == len(outs), "outputs",
             "unique output names", outs)
-    known = set(REQUIRED_OUTPUTS) | {"logits"}
+    known = set(contract.REQUIRED_OUTPUTS) | {contract.LOGITS}
     _expect(set(outs) <= known, "outputs", f"names among {sorted(known)}", sorted(set(outs) - known))
-    _expect(set(REQUIRED_OUTPUTS) <= set(outs), "outputs", f"to include {list(REQUIRED_OUTPUTS)}",
+    _expect(set(contract.REQUIRED_OUTPUTS) <= set(outs), "outputs", f"to include {list(contract.REQUIRED_OUTPUTS)}",
             outs)
     has_classes = m.classes is not None
-    _expect(("logits" in outs) == has_classes, "outputs",
+    _expect((contract.LOGITS in outs) == has_classes, "outputs",
             "'logits' listed if and only if classes are given "
             f"(classes {'given' if has_classes else 'null'})", outs)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -74,7 +74,7 @@ class PreprocessSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessSpec":
+    def from_dict(cls, data: dict) -> PreprocessSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
@@ -159,7 +159,7 @@ def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 def resize_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """One PIL image (any mode) -> uint8 RGB [S, S, 3]: resize, crop or pad, convert; everything
-    before normalisation (what a uint8-input graph takes, DESIGN.md graph contract)."""
+    before normalisation (what a uint8-input graph takes, docs/design.md graph contract)."""
     resample = _RESAMPLE[spec.interpolation]
     s = spec.image_size
     try:

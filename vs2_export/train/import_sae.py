@@ -8,7 +8,7 @@ Supported: EleutherAI sparsify checkpoints of one hookpoint (a folder with cfg.j
 
 sparsify encodes ReLU(encoder(x - b_dec)), keeps the top k and decodes W_dec^T c + b_dec: our
 TopKSAE with W_enc = encoder.weight, b_enc = encoder.bias, b_pre = b_dec, same W_dec rows. mu (the
-gate's FVU centre, METHOD.md section 4) is not in the checkpoint: it is the mean of the activation
+gate's FVU centre, docs/method.md section 4) is not in the checkpoint: it is the mean of the activation
 store given, which must be the SAE's hookpoint (the CLS residual after the last block).
 """
 
@@ -23,12 +23,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .artifacts import claim_output, read_json, write_json
-from .config import SAEConfig
-from .errors import Vs2Error
-from .sae import CFG_FILE, WEIGHTS_FILE, TopKSAE, save_sae
-from .steering import sae_fvu
-from .store import ActivationStore
+from ..artifacts import claim_output, read_json, write_json
+from ..config import SAEConfig
+from ..errors import Vs2Error
+from ..sae import CFG_FILE, WEIGHTS_FILE, TopKSAE, save_sae
+from ..steering import sae_fvu
+from ..store import ActivationStore
 
 log = logging.getLogger(__name__)
 SPARSIFY_KEYS = {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}

@@ -8,29 +8,28 @@ last block and at lower ORT optimisation levels. Plus ORT's FLOP rate on one 204
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from .artifacts import atomic_path, write_json
-from .bench_chart import draw_chart
-from .bench_models import HookedClip, export_encoder, matmul_model, vit_gflop
-from .config import BenchConfig, to_jsonable
-from .errors import Vs2Error
-from .precision import VARIANT_FILES, to_int8, variant_path
-from .runtime.session import Vs2Session
+from ..artifacts import atomic_path, write_json
+from ..config import BenchConfig, to_jsonable
+from ..errors import Vs2Error
+from ..precision import to_int8
+from ..runtime import contract
+from ..runtime.providers import create_session
+from ..runtime.session import Vs2Session
+from .baselines import HookedClip, export_encoder, matmul_model, vit_gflop
+from .chart import draw_chart
 
 log = logging.getLogger(__name__)
-_LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 def _rss_mb(field: str) -> float | None:
@@ -46,10 +45,8 @@ def _rss_mb(field: str) -> float | None:
 
 def _reset_peak() -> None:
     """Writing 5 to clear_refs resets VmHWM (Linux): each row gets its own peak."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
@@ -74,7 +71,7 @@ def measure(name: str, start: Callable[[], Callable[[np.ndarray], object]], pixe
     row = {"name": name, "session_start_s": time.perf_counter() - t0, "file_mb": size_mb,
            "batches": {}}
     for b in cfg.batches:
-        times = time_runs(lambda: runner(pixels[:b]), cfg.runs, cfg.warmup)
+        times = time_runs(lambda b=b: runner(pixels[:b]), cfg.runs, cfg.warmup)
         median = float(np.median(times))
         row["batches"][str(b)] = {
             "median_ms": 1e3 * median, "p10_ms": 1e3 * float(np.percentile(times, 10)),
@@ -89,14 +86,8 @@ def measure(name: str, start: Callable[[], Callable[[np.ndarray], object]], pixe
 
 def _ort_runner(path: Path, cfg: BenchConfig, threads: int, level: str = "all"):
     def start():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = _LEVELS[level]
-        options.log_severity_level = 3
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.provider == "cuda"
-                     else ["CPUExecutionProvider"])
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        return lambda x: session.run(None, {"pixel_values": x})
+        session = create_session(path, cfg.provider, threads=threads, optimization=level)
+        return lambda x: session.run(None, {contract.PIXEL_VALUES: x})
     return start
 
 
@@ -109,9 +100,7 @@ def _vs2_runner(path: Path, cfg: BenchConfig, threads: int, level: str = "all"):
 
 def matmul_gflops(threads: int, runs: int = 5, n: int = 2048) -> float:
     """ORT's fp32 GFLOP/s on one n^3 MatMul with `threads` intra-op threads (median of runs)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(matmul_model(n), options, providers=["CPUExecutionProvider"])
+    session = create_session(matmul_model(n), threads=threads)
     a = np.random.default_rng(1).random((n, n), np.float32)
     times = time_runs(lambda: session.run(None, {"A": a}), runs, 1)
     return 2 * n**3 / float(np.median(times)) / 1e9
@@ -136,14 +125,9 @@ def op_time_shares(path: Path, pixels: np.ndarray, threads: int, scratch: Path) 
     """ORT's profiler on one run of `pixels` (after one warm-up): share of kernel time per op type,
     largest first. Says where a graph's time goes (what limits it), measured."""
     import json
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(scratch / "profile")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    session.run(None, {"pixel_values": pixels})
-    session.run(None, {"pixel_values": pixels})
+    session = create_session(path, threads=threads, profile_prefix=scratch / "profile")
+    session.run(None, {contract.PIXEL_VALUES: pixels})
+    session.run(None, {contract.PIXEL_VALUES: pixels})
     events = json.loads(Path(session.end_profiling()).read_text())
     totals: dict[str, float] = {}
     for event in events:
@@ -170,8 +154,8 @@ def _rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, scratch: Pa
     encoder = export_encoder(parts, folder / "bench" / "encoder.onnx")
     rows.append(measure("onnx bare encoder", _ort_runner(encoder, cfg, threads), pixels, cfg,
                         _file_mb(encoder)))
-    for precision in VARIANT_FILES:
-        path = variant_path(folder, precision)
+    for precision in contract.PRECISIONS:
+        path = contract.model_path(folder, precision)
         if not path.is_file():
             continue
         if precision == "fp16" and cfg.provider == "cpu":
@@ -188,7 +172,7 @@ def _full_block_graph(parts, path: Path, opset: int) -> Path:
     """The fused graph as it would be without the CLS-only last block (cached beside encoder.onnx)."""
     import onnx
 
-    from .export import make_overridable, trace_to_onnx
+    from ..export import make_overridable, trace_to_onnx
     if not path.is_file():
         parts.module.trunk.cls_only = False
         try:
@@ -221,7 +205,7 @@ def _ablation_rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, sc
     threads, and started from ORT's saved optimised file: what the defaults were chosen by."""
     folder = Path(cfg.exported)
     full = _full_block_graph(parts, folder / "bench" / "fused_full_last_block.onnx", opset)
-    fp32 = folder / VARIANT_FILES["fp32"]
+    fp32 = folder / contract.MODEL_FILE
     rows = [measure("ablation: full last block", _ort_runner(full, cfg, threads), pixels, cfg,
                     _file_mb(full))]
     block = parts.clip.model.visual.transformer.resblocks[0].attn
@@ -229,7 +213,7 @@ def _ablation_rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, sc
                                   block.embed_dim, block.num_heads)
     rows.append(measure("ablation: + BiasGelu fusion", _ort_runner(biasgelu, cfg, threads),
                         pixels, cfg, _file_mb(biasgelu)))
-    if variant_path(folder, "int8").is_file():
+    if contract.model_path(folder, "int8").is_file():
         dynamic = folder / "bench" / "int8_dynamic.onnx"
         if not dynamic.is_file():
             with atomic_path(dynamic) as tmp:
@@ -251,12 +235,12 @@ def _ablation_rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, sc
 
 def bench(cfg: BenchConfig) -> dict:
     """Time every row, compute ratios and the issue's targets; write JSON and PNG; return the report."""
-    from .parity import reference_for
+    from ..verify import reference_for
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    fp32 = variant_path(cfg.exported, "fp32")
+    fp32 = contract.model_path(cfg.exported, "fp32")
     manifest = Vs2Session(fp32).manifest
-    if manifest.pixel_input != "pixel_values":  # its rows feed float pixels to every graph
+    if manifest.pixel_input != contract.PIXEL_VALUES:  # its rows feed float pixels to every graph
         raise Vs2Error(f"bench: expected a float-input export, {cfg.exported} takes "
                        f"{manifest.pixel_input}; bench an export without --uint8-input")
     parts = reference_for(Path(cfg.exported), manifest, None)
@@ -265,12 +249,12 @@ def bench(cfg: BenchConfig) -> dict:
         (max(cfg.batches), 3, size, size)).astype(np.float32)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vs2-bench-") as scratch:
-        fusions = {p: fusion_counts(variant_path(cfg.exported, p),
+        fusions = {p: fusion_counts(contract.model_path(cfg.exported, p),
                                     Path(scratch) / f"optimized.{p}.onnx", threads)
-                   for p in ("fp32", "int8") if variant_path(cfg.exported, p).is_file()}
+                   for p in ("fp32", "int8") if contract.model_path(cfg.exported, p).is_file()}
         rows = _rows(cfg, parts, pixels, threads, Path(scratch), manifest.opset)
-        shares = {p: op_time_shares(variant_path(cfg.exported, p), pixels, threads, Path(scratch))
-                  for p in ("fp32", "int8") if variant_path(cfg.exported, p).is_file()}
+        shares = {p: op_time_shares(contract.model_path(cfg.exported, p), pixels, threads, Path(scratch))
+                  for p in ("fp32", "int8") if contract.model_path(cfg.exported, p).is_file()}
     gflops = matmul_gflops(threads)
     visual = parts.clip.model.visual
     report = {"model": manifest.model.id, "source": manifest.model.source, "threads": threads,

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from .artifacts import atomic_path
-from .export import no_mha_fastpath
-from .fused import FusedParts
-from .steering import steer
+from ..artifacts import atomic_path
+from ..export import no_mha_fastpath
+from ..fused import FusedParts
+from ..runtime import contract
+from ..steering import steer
 
 log = logging.getLogger(__name__)
 ORT_IR_VERSION = 10  # onnx 1.23 writes IR 14 by default; ORT 1.31 reads up to 13 (measured)
@@ -67,8 +68,8 @@ def export_encoder(parts: FusedParts, path: Path, opset: int = 18) -> Path:
     with no_mha_fastpath(), torch.no_grad():
         program = torch.onnx.export(
             parts.clip.model.visual.eval(), (torch.randn(2, 3, size, size),), dynamo=True,
-            opset_version=opset, verbose=False, input_names=["pixel_values"],
-            output_names=["embedding"], dynamic_shapes={"x": {0: batch}})
+            opset_version=opset, verbose=False, input_names=[contract.PIXEL_VALUES],
+            output_names=[contract.EMBEDDING], dynamic_shapes={"x": {0: batch}})
     with atomic_path(path) as tmp:
         onnx.save_model(program.model_proto, str(tmp))
     log.info("bench: exported the bare encoder to %s", path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .artifacts import atomic_path
+from ..artifacts import atomic_path
 
 _COLOURS = {"pytorch": (200, 80, 60), "onnx": (120, 120, 120), "fused": (40, 110, 200),
             "ablation": (160, 160, 200)}

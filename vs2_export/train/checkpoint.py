@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import atomic_path
-from .config import TrainConfig, to_jsonable
-from .distributed import Comm, load_bytes
-from .errors import Vs2Error
+from ..artifacts import atomic_path
+from ..config import TrainConfig, to_jsonable
+from ..distributed import Comm, load_bytes
+from ..errors import Vs2Error
+from ..sae import TopKSAE
 from .recipe import FireStats
-from .sae import TopKSAE
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"

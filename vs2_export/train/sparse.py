@@ -1,4 +1,4 @@
-"""Training-time top-k SAE kernels that touch only the active latents (METHOD.md section 2).
+"""Training-time top-k SAE kernels that touch only the active latents (docs/method.md section 2).
 
 The exported path (TopKSAE.encode / decode_delta) is left alone: it must stay exportable and its
 numerics are what parity checks. Training instead needs a backward pass that is NOT dense:
@@ -9,7 +9,7 @@ numerics are what parity checks. Training instead needs a backward pass that is 
              dW_dec  = C^T dY,  dvalues = (dY W_dec^T) sampled at idx (sampled_addmm)
 
 so a step costs one dense encoder matmul (2 B d n FLOPs) plus O(B k d), against 3 dense matmuls for
-plain autograd (the 0.014 GFLOPs / sample of METHOD.md section 2). CSR products on CPU are
+plain autograd (the 0.014 GFLOPs / sample of docs/method.md section 2). CSR products on CPU are
 deterministic: each output row is summed by one thread in index order.
 """
 

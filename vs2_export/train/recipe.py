@@ -1,4 +1,4 @@
-"""The top-k SAE training recipe (METHOD.md section 2; Gao et al. 2024): init, schedule, losses,
+"""The top-k SAE training recipe (docs/method.md section 2; Gao et al. 2024): init, schedule, losses,
 and one data-parallel step.
 
     loss = FVU  +  aux_coef * AuxK  [+ pass_coef * PASS]             (each normalised, see below)
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import SAEConfig, TrainConfig
-from .distributed import Comm
-from .sae import TopKSAE
+from ..config import SAEConfig, TrainConfig
+from ..distributed import Comm
+from ..sae import TopKSAE
+from ..store import ActivationStore
 from .sparse import select_pre, sparse_decode
-from .store import ActivationStore
 
 
 def geometric_median(x: torch.Tensor, iters: int = 200, tol: float = 1e-7) -> torch.Tensor:
@@ -50,7 +50,7 @@ def init_sae(cfg: TrainConfig, store: ActivationStore) -> TopKSAE:
         b_pre = mean
     with torch.no_grad():
         sae.b_pre.copy_(b_pre)
-        sae.mu.copy_(mean)                 # the gate's FVU centre is the mean (METHOD.md s. 4)
+        sae.mu.copy_(mean)                 # the gate's FVU centre is the mean (docs/method.md s. 4)
         if not cfg.tied_init:
             sae.W_dec.normal_()
             sae.normalize_decoder()
@@ -78,7 +78,7 @@ class FireStats:
     window_samples: int = 0
 
     @classmethod
-    def zeros(cls, n: int, device: str | torch.device = "cpu") -> "FireStats":
+    def zeros(cls, n: int, device: str | torch.device = "cpu") -> FireStats:
         return cls(torch.zeros(n, dtype=torch.long, device=device),
                    torch.zeros(n, dtype=torch.long, device=device))
 
@@ -115,7 +115,7 @@ def residual_variance(e: torch.Tensor, n_global: int, comm: Comm) -> torch.Tenso
 
 def pass_loss(values: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor, n: int,
               n_classes: int, comm: Comm) -> torch.Tensor:
-    """PASS (METHOD.md s. 6) summed over rows: ||c_i - P_{y_i}||^2, P_y = mean code of class y in
+    """PASS (docs/method.md s. 6) summed over rows: ||c_i - P_{y_i}||^2, P_y = mean code of class y in
     the global batch, detached (ours: ranks then sum class totals only, no gradient traffic).
     values, indices [B, k] (c_i sparse), labels [B] int64 in [0, n_classes)."""
     with torch.no_grad():

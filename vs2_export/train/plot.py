@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .artifacts import atomic_path
+from ..artifacts import atomic_path
 
 PANELS = (("fvu", "FVU"), ("aux", "AuxK loss"), ("l0", "L0"), ("dead_frac", "dead fraction"),
           ("dense_frac", "dense fraction"), ("acts_per_s", "activations / s"))

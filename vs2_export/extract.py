@@ -1,4 +1,4 @@
-"""images/ -> acts/: CLS activations (METHOD.md section 1) into the sharded store of store.py.
+"""images/ -> acts/: CLS activations (docs/method.md section 1) into the sharded store of store.py.
 
 Extraction is resumable and appendable: every full shard is written with the list of its images,
 so `append=True` keeps all complete shards and extracts only the images not held yet (after an
@@ -10,9 +10,9 @@ the single-process row order); rank 0 writes meta.json once all ranks are done.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ def _batches(paths: list[Path], clip: LoadedClip, batch_size: int, skipped: list
 
 
 def extract(cfg: ExtractConfig) -> ExtractReport:
-    """Run the image trunk over every image under cfg.images and store h [N, d] (METHOD.md s. 1).
+    """Run the image trunk over every image under cfg.images and store h [N, d] (docs/method.md s. 1).
     Under torchrun, every rank extracts a disjoint part of the images."""
     with session(cfg.device) as (comm, device):
         return _extract(cfg, comm, device)

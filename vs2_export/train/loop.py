@@ -1,4 +1,4 @@
-"""acts/ -> sae/: train the top-k SAE (METHOD.md section 2), resumable, data-parallel under torchrun.
+"""acts/ -> sae/: train the top-k SAE (docs/method.md section 2), resumable, data-parallel under torchrun.
 
 The recipe lives in recipe.py, the sparse kernels in sparse.py, checkpoints and metrics.jsonl in
 checkpoint.py. This module runs the loop: the data order of every epoch is a pure function of
@@ -12,24 +12,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifacts import claim_output, write_json
-from .checkpoint import (MetricsLog, drop_checkpoint, load_checkpoint, restore, save_checkpoint)
-from .config import TrainConfig, to_jsonable
-from .distributed import Comm, session
-from .errors import Vs2Error
+from ..artifacts import claim_output, write_json
+from ..config import TrainConfig, to_jsonable
+from ..distributed import Comm, session
+from ..errors import Vs2Error
+from ..sae import CFG_FILE, TopKSAE, save_sae
+from ..steering import fvu_per_sample
+from ..store import ActivationStore, epoch_order
+from .checkpoint import MetricsLog, drop_checkpoint, load_checkpoint, restore, save_checkpoint
 from .plot import plot_curves
 from .recipe import Batch, FireStats, init_sae, lr_factor, train_step
-from .sae import CFG_FILE, TopKSAE, save_sae
 from .sparse import sparse_decode
-from .steering import fvu_per_sample
-from .store import ActivationStore, epoch_order
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "curves.png"

@@ -1,0 +1,136 @@
+"""The one place ONNX Runtime sessions are built: provider choice, session options, the checks
+ORT does not do for us (external data outside the model folder, a provider that silently fell
+back to the CPU), and ORT's load errors turned into one line.
+
+Everything that opens a graph (the runtime, export's checks, verify, bench, doctor) goes through
+`create_session`, so a workaround for an ORT bug lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+
+import onnxruntime as ort
+
+from . import contract
+from .onnx_wire import external_data_locations
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"],
+             "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+"""--provider value -> ORT providers in priority order."""
+OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+"""ORT graph optimisation levels; 'all' measured fastest (ViT-B-32 batch 16: 4% over
+'extended', 9% over 'basic')."""
+
+
+class ModelError(ValueError):
+    """A model that cannot be used: missing, not ONNX, no or invalid vs2_export metadata."""
+
+
+class ProviderError(ValueError):
+    """The execution provider asked for is unknown or did not load."""
+
+
+def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str | None = None,
+                   threads: int | None = None, optimization: str = "all",
+                   optimized_model: Path | None = None, profile_prefix: Path | None = None,
+                   allow_cpu_fallback: bool = False) -> ort.InferenceSession:
+    """A graph file (or serialised bytes) -> an ORT session on `provider` ('cpu' or 'cuda').
+
+    precision: the variant the file holds (default: from its file name, contract.precision_of);
+    it picks the optimisation workaround below. threads: intra-op threads (None = ORT's choice,
+    one per physical core). optimized_model: also save ORT's optimised graph there.
+    """
+    if provider not in PROVIDERS:
+        raise ProviderError(f"provider: expected one of {sorted(PROVIDERS)}, got {provider!r}")
+    if optimization not in OPTIMIZATION:
+        raise ValueError(f"optimization: expected one of {list(OPTIMIZATION)}, got {optimization!r}")
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
+                                    and threads >= 1):
+        raise ValueError(f"threads: expected None or an int >= 1, got {threads!r}")
+    if isinstance(model, Path):
+        _check_external_data(model)
+        precision = precision or contract.precision_of(model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: providers are checked and reported here
+    options.graph_optimization_level = OPTIMIZATION[_level_for(precision, provider, optimization)]
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    session = _load(model, options, PROVIDERS[provider])
+    _check_provider(session, provider, allow_cpu_fallback)
+    return session
+
+
+def _level_for(precision: str | None, provider: str, optimization: str) -> str:
+    """ORT 1.31 segfaults applying its level-'all' CPU optimisations to our fp16 graph (measured,
+    issue 4): on the CPU an fp16 variant gets at most 'basic'."""
+    on_cpu = provider == "cpu" or "CUDAExecutionProvider" not in ort.get_available_providers()
+    if precision == "fp16" and on_cpu and optimization in ("extended", "all"):
+        log.info("fp16 on the CPU runs with optimization 'basic' ('%s' crashes ORT)", optimization)
+        return "basic"
+    return optimization
+
+
+def _check_external_data(path: Path) -> None:
+    """Refuse external data outside the model's folder ('..', absolute paths, symlinks out): a
+    model from elsewhere must not make us read arbitrary files. Recent ORT checks this too; the
+    versions we support (>= 1.18) did not all."""
+    folder = path.parent.resolve()
+    for location in external_data_locations(path):
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ModelError(f"{path}: expected external data inside the model's folder {folder}, "
+                             f"got location {location!r} (resolves to {target})")
+
+
+def _load(model: Path | bytes, options: ort.SessionOptions,
+          providers: list[str]) -> ort.InferenceSession:
+    available = ort.get_available_providers()
+    # Asking for a provider this build lacks only makes ORT warn; the provider check reports it.
+    wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=wanted)
+    except Exception as exc:  # noqa: BLE001  ORT raises pybind classes (InvalidProtobuf, Fail, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        name = "the graph" if isinstance(model, bytes) else str(model)
+        raise ModelError(f"{name}: expected an ONNX model ONNX Runtime can load, got an error: "
+                         f"{first}") from None
+
+
+def _check_provider(session: ort.InferenceSession, provider: str, allow_cpu_fallback: bool) -> None:
+    """ORT falls back to the CPU silently when CUDA libraries are missing (ORT #23372)."""
+    if provider != "cuda" or "CUDAExecutionProvider" in session.get_providers():
+        return
+    message = ("provider: asked for cuda, but ONNX Runtime runs on "
+               f"{session.get_providers()} (available: {ort.get_available_providers()}). "
+               "Check the CUDA and cuDNN libraries ONNX Runtime needs.")
+    if is_installed("onnxruntime") and is_installed("onnxruntime-gpu"):
+        message += (" Both onnxruntime and onnxruntime-gpu are installed, which disables CUDA "
+                    "(ORT #26996): uninstall both, then install onnxruntime-gpu only.")
+    if not allow_cpu_fallback:
+        raise ProviderError(message)
+    log.warning("%s Falling back to the CPU (allow_cpu_fallback=True).", message)
+
+
+def is_installed(distribution: str) -> bool:
+    """Whether a Python distribution (e.g. onnxruntime-gpu) is installed."""
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
