@@ -3,7 +3,7 @@
 // file input and decode path, read window.vs2, write JSON.
 //
 //   node tests/js/browser.mjs --site DIR --out results.json [--images a.png,b.jpg]
-//        [--classes "x,y"] [--isolated] [--screenshot shot.png] [--page index.html]
+//        [--classes "x,y"] [--isolated] [--screenshot shot.png] [--page index.html] [--dump-pixels]
 //        [--chromium /usr/bin/chromium] [--timeout 60000]
 //
 // --isolated adds COOP/COEP headers (cross-origin isolation: SharedArrayBuffer, wasm threads).
@@ -21,6 +21,7 @@ const { values: args } = parseArgs({
     site: { type: 'string' }, out: { type: 'string' }, images: { type: 'string', default: '' },
     classes: { type: 'string' }, isolated: { type: 'boolean', default: false },
     screenshot: { type: 'string' }, page: { type: 'string', default: 'index.html' },
+    'dump-pixels': { type: 'boolean', default: false },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
     timeout: { type: 'string', default: '60000' },
   },
@@ -112,6 +113,9 @@ async function runImages(page) {
     const entry = { path, ms: performance.now() - t };
     if (error) entry.error = error;
     else Object.assign(entry, { default: last.steered, plain: last.plain });
+    if (args['dump-pixels']) {  // the page's decoded RGBA bytes, to compare with Pillow's decode
+      entry.rgba = await page.evaluate(() => window.vs2.image && Array.from(window.vs2.image.data));
+    }
     results.images.push(entry);
   }
   results.timings.page = await page.evaluate(() => window.vs2.timings);

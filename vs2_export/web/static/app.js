@@ -69,23 +69,59 @@ function resetSteering() {
   for (const name of OVERRIDABLE) $(name).value = state.model.defaults[name] ?? '';
 }
 
-/** Decode with the browser, without colour management, to the RGBA bytes of the file. */
+/** File -> { data: RGBA bytes, width, height }, the pixels Pillow decodes from the same file.
+ *  WebCodecs' ImageDecoder gives the stored pixels (no EXIF rotation, no colour management, as
+ *  Pillow); the canvas fallback (browsers without ImageDecoder) applies EXIF orientation. Both
+ *  lose precision where alpha < 255 (premultiplied storage). */
 async function decode(file) {
-  const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
-  if (bitmap.width * bitmap.height > MAX_PIXELS) {
-    throw new Vs2Error(`${bitmap.width}x${bitmap.height} is over ${MAX_PIXELS} pixels`);
+  let image = null;
+  if (typeof ImageDecoder !== 'undefined' && file.type && await ImageDecoder.isTypeSupported(file.type)) {
+    image = await decodeWithImageDecoder(file).catch((err) => { console.warn('ImageDecoder failed, using canvas:', err); return null; });
   }
+  image ??= await decodeWithCanvas(file);
   const canvas = $('preview');
-  canvas.width = bitmap.width;
-  canvas.height = bitmap.height;
-  const ctx = canvas.getContext('2d', { willReadFrequently: true, colorSpace: 'srgb' });
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(bitmap, 0, 0);
-  bitmap.close();
+  canvas.width = image.width;
+  canvas.height = image.height;
+  canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.length), image.width, image.height), 0, 0);
   canvas.hidden = false;
   $('drop-text').hidden = true;
-  const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height, { colorSpace: 'srgb' });
-  return { data: pixels.data, width: pixels.width, height: pixels.height, channels: 4 };
+  return image;
+}
+
+function checkSize(width, height) {
+  if (width * height > MAX_PIXELS) throw new Vs2Error(`${width}x${height} is over ${MAX_PIXELS} pixels`);
+}
+
+async function decodeWithImageDecoder(file) {
+  const decoder = new ImageDecoder({ data: file.stream(), type: file.type, colorSpaceConversion: 'none', preferAnimation: false });
+  try {
+    const { image: frame } = await decoder.decode({ frameIndex: 0 });
+    try {
+      const { width, height } = frame.visibleRect;
+      checkSize(width, height);
+      const data = new Uint8Array(frame.allocationSize({ format: 'RGBA' }));
+      await frame.copyTo(data, { format: 'RGBA' });
+      return { data, width, height, channels: 4, decoder: 'ImageDecoder' };
+    } finally {
+      frame.close();
+    }
+  } finally {
+    decoder.close();
+  }
+}
+
+async function decodeWithCanvas(file) {
+  const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  try {
+    checkSize(bitmap.width, bitmap.height);
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d', { willReadFrequently: true, colorSpace: 'srgb' });
+    ctx.drawImage(bitmap, 0, 0);
+    const pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height, { colorSpace: 'srgb' });
+    return { data: pixels.data, width: pixels.width, height: pixels.height, channels: 4, decoder: 'canvas' };
+  } finally {
+    bitmap.close();
+  }
 }
 
 async function openFile(file) {
@@ -94,7 +130,7 @@ async function openFile(file) {
     state.image = await decode(file);
     state.image.name = file.name;
     vs2.image = state.image;
-    $('image-info').textContent = `${file.name} · ${state.image.width} × ${state.image.height}`;
+    $('image-info').textContent = `${file.name} · ${state.image.width} × ${state.image.height} · decoded by ${state.image.decoder}`;
     await analyse();
   } catch (err) {
     fail(err);
