@@ -1,6 +1,6 @@
 """Assemble the static site of `vs2 web EXPORTED --out DIR`: page + ONNX Runtime Web + the export.
 
-    DIR/index.html app.js style.css vs2.js tokenizer.js html_entities.js   (from static/)
+    DIR/index.html app.js style.css vs2.js decode.js tokenizer.js html_entities.js  (static/)
     DIR/ort/ort.wasm.bundle.min.mjs ort-wasm-simd-threaded.wasm          (onnxruntime-web dist)
     DIR/model/model.onnx manifest.json class_embeddings.f32 text.onnx tokenizer/...  (the export)
 
@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "tokenizer.js", "html_entities.js")
+PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "decode.js", "tokenizer.js",
+              "html_entities.js")
 """From static/: the page and the modules it imports (png.js is for Node apps only)."""
 ORT_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 """From node_modules/onnxruntime-web/dist: the wasm-only ES module build, which embeds its

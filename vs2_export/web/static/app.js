@@ -3,12 +3,13 @@
 // run-time class names through text.onnx. Static files only, no build step.
 //
 // Layout (what `vs2 web EXPORTED --out DIR` writes): DIR/index.html, app.js, vs2.js,
-// tokenizer.js, html_entities.js, style.css; DIR/ort/ (onnxruntime-web dist files);
+// decode.js, tokenizer.js, html_entities.js, style.css; DIR/ort/ (onnxruntime-web dist files);
 // DIR/model/ (the export folder). ?model=URL loads another export folder.
 // For tests, window.vs2 exposes the model, the last outputs and timings.
 
 import * as ort from './ort/ort.wasm.bundle.min.mjs';
-import { MAX_PIXELS, OVERRIDABLE, Vs2Error, latents, loadModel, rankClasses, toPlain } from './vs2.js';
+import { decodeImage } from './decode.js';
+import { OVERRIDABLE, Vs2Error, latents, loadModel, rankClasses, toPlain } from './vs2.js';
 import { looksLikeMojibake } from './tokenizer.js';
 
 const $ = (id) => document.getElementById(id);
@@ -69,59 +70,17 @@ function resetSteering() {
   for (const name of OVERRIDABLE) $(name).value = state.model.defaults[name] ?? '';
 }
 
-/** File -> { data: RGBA bytes, width, height }, the pixels Pillow decodes from the same file.
- *  WebCodecs' ImageDecoder gives the stored pixels (no EXIF rotation, no colour management, as
- *  Pillow); the canvas fallback (browsers without ImageDecoder) applies EXIF orientation. Both
- *  lose precision where alpha < 255 (premultiplied storage). */
+/** Decode with the browser (decode.js: the pixels Pillow gives) and show what the model sees. */
 async function decode(file) {
-  let image = null;
-  if (typeof ImageDecoder !== 'undefined' && file.type && await ImageDecoder.isTypeSupported(file.type)) {
-    image = await decodeWithImageDecoder(file).catch((err) => { console.warn('ImageDecoder failed, using canvas:', err); return null; });
-  }
-  image ??= await decodeWithCanvas(file);
+  const image = await decodeImage(file);
   const canvas = $('preview');
   canvas.width = image.width;
   canvas.height = image.height;
-  canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.length), image.width, image.height), 0, 0);
+  const rgba = new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.length);
+  canvas.getContext('2d').putImageData(new ImageData(rgba, image.width, image.height), 0, 0);
   canvas.hidden = false;
   $('drop-text').hidden = true;
   return image;
-}
-
-function checkSize(width, height) {
-  if (width * height > MAX_PIXELS) throw new Vs2Error(`${width}x${height} is over ${MAX_PIXELS} pixels`);
-}
-
-async function decodeWithImageDecoder(file) {
-  const decoder = new ImageDecoder({ data: file.stream(), type: file.type, colorSpaceConversion: 'none', preferAnimation: false });
-  try {
-    const { image: frame } = await decoder.decode({ frameIndex: 0 });
-    try {
-      const { width, height } = frame.visibleRect;
-      checkSize(width, height);
-      const data = new Uint8Array(frame.allocationSize({ format: 'RGBA' }));
-      await frame.copyTo(data, { format: 'RGBA' });
-      return { data, width, height, channels: 4, decoder: 'ImageDecoder' };
-    } finally {
-      frame.close();
-    }
-  } finally {
-    decoder.close();
-  }
-}
-
-async function decodeWithCanvas(file) {
-  const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
-  try {
-    checkSize(bitmap.width, bitmap.height);
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    const ctx = canvas.getContext('2d', { willReadFrequently: true, colorSpace: 'srgb' });
-    ctx.drawImage(bitmap, 0, 0);
-    const pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height, { colorSpace: 'srgb' });
-    return { data: pixels.data, width: pixels.width, height: pixels.height, channels: 4, decoder: 'canvas' };
-  } finally {
-    bitmap.close();
-  }
 }
 
 async function openFile(file) {
@@ -130,7 +89,7 @@ async function openFile(file) {
     state.image = await decode(file);
     state.image.name = file.name;
     vs2.image = state.image;
-    $('image-info').textContent = `${file.name} · ${state.image.width} × ${state.image.height} · decoded by ${state.image.decoder}`;
+    $('image-info').textContent = `${file.name} · ${state.image.width} × ${state.image.height}`;
     await analyse();
   } catch (err) {
     fail(err);
@@ -276,7 +235,8 @@ function status(text) {
 }
 
 function fail(err) {
-  console.error(err);
+  if (err instanceof Vs2Error) console.warn(err.message);  // the user's input: shown on the page
+  else console.error(err);
   vs2.error = String(err?.message ?? err);
   $('status').textContent = vs2.error;
   $('status').classList.add('error');
