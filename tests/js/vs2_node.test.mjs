@@ -97,3 +97,22 @@ test('vs2.js on onnxruntime-node over an export folder', { skip: !EXPORT && 'set
   if (process.env.VS2_RESULTS) await writeFile(process.env.VS2_RESULTS, JSON.stringify(results));
   assert.ok(results.images.length === images.length);
 });
+
+test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'set VS2_EXPORT to an export folder' }, async () => {
+  const ort = await import('onnxruntime-node');
+  const model = await loadModel(ort, EXPORT);
+  const { Vs2Model } = await import('../../vs2_export/web/static/vs2.js');
+  // Without manifest.text the context length comes from text.onnx's input_ids shape.
+  const bare = new Vs2Model(ort, EXPORT, { ...model.manifest, text: undefined }, model.session,
+    model.defaultClassEmbeddings, {}, 0);
+  const declared = model.manifest.text?.context_length;
+  if (declared) assert.equal((await bare.loadText()).tokenizer.contextLength, declared);
+  const image = { data: new Uint8Array(model.imageSize * model.imageSize * 3).fill(90),
+    width: model.imageSize, height: model.imageSize };
+  await assert.rejects(model.run(image, { steer_lambda: Number.NaN }), Vs2Error);
+  await assert.rejects(model.run({ data: new Uint8Array(5), width: 2, height: 2 }), Vs2Error);
+  if (model.classEmbeddings) {
+    await assert.rejects(model.run(image, { class_embeddings: new Float32Array(model.embedDim + 1) }), Vs2Error);
+    await assert.rejects(model.setClasses([]), Vs2Error);
+  }
+});
