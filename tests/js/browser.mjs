@@ -1,0 +1,153 @@
+// Drive the page in headless Chromium (playwright-core + the system's /usr/bin/chromium, never
+// a downloaded browser): serve a site folder on 127.0.0.1, feed images through the page's own
+// file input and decode path, read window.vs2, write JSON.
+//
+//   node tests/js/browser.mjs --site DIR --out results.json [--images a.png,b.jpg]
+//        [--classes "x,y"] [--isolated] [--screenshot shot.png] [--page index.html] [--dump-pixels]
+//        [--chromium /usr/bin/chromium] [--timeout 60000]
+//
+// --isolated adds COOP/COEP headers (cross-origin isolation: SharedArrayBuffer, wasm threads).
+// --page docs.html loads another page of the site and waits for window.vs2Example instead.
+import { createReadStream } from 'node:fs';
+import { stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+const { values: args } = parseArgs({
+  options: {
+    site: { type: 'string' }, out: { type: 'string' }, images: { type: 'string', default: '' },
+    classes: { type: 'string' }, isolated: { type: 'boolean', default: false },
+    screenshot: { type: 'string' }, page: { type: 'string', default: 'index.html' },
+    'dump-pixels': { type: 'boolean', default: false },
+    chromium: { type: 'string', default: '/usr/bin/chromium' },
+    timeout: { type: 'string', default: '60000' },
+  },
+});
+if (!args.site || !args.out) throw new Error('usage: browser.mjs --site DIR --out FILE [...]');
+const timeout = Number(args.timeout);
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json', '.wasm': 'application/wasm', '.onnx': 'application/octet-stream',
+  '.f32': 'application/octet-stream', '.gz': 'application/gzip', '.png': 'image/png',
+  '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.webp': 'image/webp',
+};
+
+/** A static file server for one folder, loopback only, no directory listing. */
+function serve(root, isolated) {
+  const base = resolve(root);
+  const server = createServer(async (req, res) => {
+    const path = normalize(join(base, decodeURIComponent(new URL(req.url, 'http://x').pathname)));
+    const file = path.endsWith(sep) ? join(path, 'index.html') : path;
+    const headers = { 'Cache-Control': 'no-store' };
+    if (isolated) {
+      headers['Cross-Origin-Opener-Policy'] = 'same-origin';
+      headers['Cross-Origin-Embedder-Policy'] = 'require-corp';
+    }
+    try {
+      if (!file.startsWith(base + sep) || !(await stat(file)).isFile()) throw new Error('not found');
+      res.writeHead(200, { ...headers, 'Content-Type': MIME[extname(file)] ?? 'application/octet-stream' });
+      createReadStream(file).pipe(res);
+    } catch {
+      res.writeHead(404, headers).end('not found');
+    }
+  });
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(server)));
+}
+
+const server = await serve(args.site, args.isolated);
+const origin = `http://127.0.0.1:${server.address().port}`;
+const results = { runtime: 'browser', isolated: args.isolated, timings: {}, images: [], console: [], requests: [] };
+const t0 = performance.now();
+const browser = await chromium.launch({
+  executablePath: args.chromium,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+results.versions = { chromium: browser.version() };
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => results.console.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => results.console.push(`pageerror: ${e.message}`));
+  page.on('request', (r) => results.requests.push(r.url().replace(origin, '')));
+  page.setDefaultTimeout(timeout);
+  results.timings.launch_ms = performance.now() - t0;
+  const t1 = performance.now();
+  await page.goto(`${origin}/${args.page}`);
+  if (args.page !== 'index.html') {
+    await page.waitForFunction(() => window.vs2Example?.done || window.vs2Example?.error);
+    results.example = await page.evaluate(() => window.vs2Example);
+  } else {
+    await page.waitForFunction(() => window.vs2?.model || window.vs2?.error);
+    results.timings.page_ready_ms = performance.now() - t1;
+    Object.assign(results, await page.evaluate(() => ({
+      error: window.vs2.error, pixel_input: window.vs2.model?.pixelInput,
+      cross_origin_isolated: self.crossOriginIsolated, wasm_threads: window.vs2.threads,
+      hardware_concurrency: navigator.hardwareConcurrency,
+    })));
+    if (!results.error) await runImages(page);
+  }
+  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+} finally {
+  await browser.close();
+  server.close();
+}
+await writeFile(args.out, JSON.stringify(results));
+
+async function feed(page, path) {
+  const before = await page.evaluate(() => [window.vs2.runs, window.vs2.error]);
+  await page.evaluate(() => { window.vs2.error = null; });
+  await page.setInputFiles('#file', []);  // the same file twice fires no change event
+  await page.setInputFiles('#file', path);
+  await page.waitForFunction((n) => window.vs2.runs > n || window.vs2.error, before[0]);
+  return page.evaluate(() => ({ error: window.vs2.error, last: window.vs2.last }));
+}
+
+async function runImages(page) {
+  const images = args.images ? args.images.split(',') : [];
+  for (const path of images) {
+    const t = performance.now();
+    const { error, last } = await feed(page, path);
+    const entry = { path, ms: performance.now() - t };
+    if (error) entry.error = error;
+    else Object.assign(entry, { default: last.steered, plain: last.plain });
+    if (args['dump-pixels']) {  // the page's decoded RGBA bytes, to compare with Pillow's decode
+      entry.rgba = await page.evaluate(() => window.vs2.image && Array.from(window.vs2.image.data));
+    }
+    results.images.push(entry);
+  }
+  results.timings.page = await page.evaluate(() => window.vs2.timings);
+  const ok = results.images.filter((e) => !e.error);
+  if (ok.length) {  // warm runs straight through vs2.js on an image the page ran
+    await feed(page, ok.at(-1).path);
+    results.timings.warm_run_ms = await page.evaluate(async () => {
+      const times = [];
+      for (let i = 0; i < 5; i++) {
+        const t = performance.now();
+        await window.vs2.model.run(window.vs2.image);
+        times.push(performance.now() - t);
+      }
+      return times;
+    });
+  }
+  if (args.classes !== undefined && ok.length) {
+    const names = args.classes.split(',');
+    await page.fill('#classes', names.join('\n'));
+    const before = await page.evaluate(() => window.vs2.runs);
+    const t = performance.now();
+    await page.click('#apply-classes');
+    await page.waitForFunction((n) => window.vs2.runs > n || window.vs2.error, before);
+    results.timings.apply_classes_ms = performance.now() - t;
+    results.runtime_classes = await page.evaluate(() => window.vs2.model.classes);
+    for (const entry of ok) {
+      const { error, last } = await feed(page, entry.path);
+      if (error) entry.runtime_error = error;
+      else entry.runtime_classes = last.steered;
+    }
+  }
+}

@@ -1,0 +1,118 @@
+// node --test tests/js/   (unit tests always; the model tests need an export folder)
+//
+// With VS2_EXPORT=folder VS2_IMAGES='["a.png", ...]' VS2_RESULTS=out.json it runs vs2.js on
+// onnxruntime-node over the images (decoded by png.js) and writes every output as JSON for
+// tests/test_js_bindings.py to compare with the Python runtime.
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { test } from 'node:test';
+
+import { decodePng } from '../../vs2_export/web/static/png.js';
+import {
+  Vs2Error, classMeans, loadModel, normalise, pyFormat, rankClasses, resizeCropExact, toPlain,
+} from '../../vs2_export/web/static/vs2.js';
+
+test('pyFormat fills {} like Python str.format', () => {
+  assert.equal(pyFormat('a photo of a {}.', 'cat'), 'a photo of a cat.');
+  assert.equal(pyFormat('{{literal}} {}', 'x'), '{literal} x');
+  assert.equal(pyFormat('{}', '$& $1'), '$& $1');  // no replacement-pattern surprises
+});
+
+test('rankClasses: softmax, most likely first, ties in class order', () => {
+  const logits = { data: Float32Array.of(1, 3, 3, -2), dims: [1, 4] };
+  const top = rankClasses(logits, ['a', 'b', 'c', 'd'], 3)[0];
+  assert.deepEqual(top.map((t) => t.label), ['b', 'c', 'a']);
+  const sum = [1, 3, 3, -2].map(Math.exp).reduce((x, y) => x + y);
+  assert.ok(Math.abs(top[0].prob - Math.exp(3) / sum) < 1e-12);
+});
+
+test('classMeans averages normalised rows and renormalises', () => {
+  const emb = Float32Array.of(2, 0, 0, 3, /* class 2 */ 1, 0, 1, 0);
+  const out = classMeans(emb, 2, 2, 2);
+  assert.ok(Math.abs(out[0] - Math.SQRT1_2) < 1e-7 && Math.abs(out[1] - Math.SQRT1_2) < 1e-7);
+  assert.deepEqual(Array.from(out.subarray(2)), [1, 0]);
+});
+
+test('resizeCropExact crops like torchvision (round half to even) and refuses resampling', () => {
+  const spec = { image_size: 2, resize_mode: 'shortest', fill_color: 0 };
+  const w = 5;
+  const h = 2;
+  const data = new Uint8Array(w * h * 3).map((_, i) => Math.floor(i / 3));  // pixel index
+  const out = resizeCropExact({ data, width: w, height: h }, spec);
+  // (5 - 2) / 2 = 1.5 -> round half even -> 2: columns 2, 3
+  assert.deepEqual(Array.from(out).filter((_, i) => i % 3 === 0), [2, 3, 7, 8]);
+  assert.throws(() => resizeCropExact({ data: new Uint8Array(27), width: 3, height: 3 }, spec), Vs2Error);
+  const longest = { image_size: 3, resize_mode: 'longest', fill_color: 7 };
+  const padded = resizeCropExact({ data: new Uint8Array(3 * 2 * 3).fill(1), width: 3, height: 2 }, longest);
+  assert.deepEqual(Array.from(padded).filter((_, i) => i % 3 === 0), [1, 1, 1, 1, 1, 1, 7, 7, 7]);
+});
+
+test('normalise rounds like numpy float32', () => {
+  const spec = { mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711] };
+  const out = normalise(Uint8Array.of(0, 128, 255), spec);
+  const f = Math.fround;
+  assert.equal(out[0], f(f(0 - f(spec.mean[0])) / f(spec.std[0])));
+  assert.equal(out[2], f(f(f(255 / 255) - f(spec.mean[2])) / f(spec.std[2])));
+});
+
+const EXPORT = process.env.VS2_EXPORT;
+
+test('vs2.js on onnxruntime-node over an export folder', { skip: !EXPORT && 'set VS2_EXPORT to an export folder' }, async () => {
+  const ort = await import('onnxruntime-node');
+  ort.env.logLevel = 'error';
+  const images = JSON.parse(process.env.VS2_IMAGES ?? '[]');
+  const t0 = performance.now();
+  const model = await loadModel(ort, EXPORT, { sessionOptions: { intraOpNumThreads: 1 } });
+  const results = { runtime: 'node', versions: { node: process.versions.node, ort: ort.env.versions },
+    pixel_input: model.pixelInput, timings: { load_ms: performance.now() - t0 }, images: [] };
+  for (const path of images) {
+    const decoded = await decodePng(await readFile(path));
+    const entry = { path, width: decoded.width, height: decoded.height };
+    try {
+      const t1 = performance.now();
+      entry.default = toPlain(await model.run(decoded));
+      entry.run_ms = performance.now() - t1;
+      entry.plain = toPlain(await model.run(decoded, { steer_lambda: 0 }));
+      entry.never_steer = toPlain(await model.run(decoded, { gate_tau: -1 }));
+      const top = (await model.classify(decoded, { topK: 3 })).top;
+      entry.top = top && top.map((t) => [t.label, t.prob]);
+    } catch (err) {
+      if (!(err instanceof Vs2Error)) throw err;
+      entry.error = err.message;
+    }
+    results.images.push(entry);
+  }
+  if (model.defaultClasses) {
+    const t2 = performance.now();
+    const emb = await model.setClasses(model.defaultClasses, model.manifest.templates);
+    results.timings.set_classes_ms = performance.now() - t2;
+    results.runtime_class_embeddings = Array.from(emb);
+    for (const entry of results.images) {
+      if (entry.error) continue;
+      const decoded = await decodePng(await readFile(entry.path));
+      entry.runtime_classes = toPlain(await model.run(decoded));
+    }
+    model.resetClasses();
+  }
+  if (process.env.VS2_RESULTS) await writeFile(process.env.VS2_RESULTS, JSON.stringify(results));
+  assert.ok(results.images.length === images.length);
+});
+
+test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'set VS2_EXPORT to an export folder' }, async () => {
+  const ort = await import('onnxruntime-node');
+  const model = await loadModel(ort, EXPORT);
+  const { Vs2Model } = await import('../../vs2_export/web/static/vs2.js');
+  // Without manifest.text the context length comes from text.onnx's input_ids shape.
+  const bare = new Vs2Model(ort, EXPORT, { ...model.manifest, text: undefined }, model.session,
+    model.defaultClassEmbeddings, {}, 0);
+  const declared = model.manifest.text?.context_length;
+  if (declared) assert.equal((await bare.loadText()).tokenizer.contextLength, declared);
+  const image = { data: new Uint8Array(model.imageSize * model.imageSize * 3).fill(90),
+    width: model.imageSize, height: model.imageSize };
+  await assert.rejects(model.run(image, { steer_lambda: Number.NaN }), Vs2Error);
+  await assert.rejects(model.run({ data: new Uint8Array(5), width: 2, height: 2 }), Vs2Error);
+  if (model.classEmbeddings) {
+    await assert.rejects(model.run(image, { class_embeddings: new Float32Array(model.embedDim + 1) }), Vs2Error);
+    await assert.rejects(model.setClasses([]), Vs2Error);
+  }
+});

@@ -1,0 +1,1 @@
+"""The static browser page (static/) and the assembly of a self-contained site (site.py)."""

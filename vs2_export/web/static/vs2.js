@@ -1,0 +1,352 @@
+// vs2.js: run a vs2-export model (CLIP image tower + VS2 steering, one ONNX graph) from
+// JavaScript. ES module for Node 20 (onnxruntime-node) and the browser (onnxruntime-web): the
+// caller passes the `ort` namespace, so this file imports no runtime itself.
+//
+//   import * as ort from 'onnxruntime-node';            // or onnxruntime-web in a page
+//   import { loadModel } from './vs2.js';
+//   const model = await loadModel(ort, 'exported/demo');  // folder or URL of the export
+//   const result = await model.classify({ data: rgb, width, height });  // decoded RGB(A) bytes
+//   result.top      // [{ label, prob, index }, ...] with steering
+//   await model.classify(image, { steer_lambda: 0 })     // plain CLIP from the same graph
+//   await model.setClasses(['cat', 'dog'])               // run-time classes via text.onnx
+//
+// Graph contract (issue 9): one pixel input (manifest.pixel_input): image_rgb uint8 [H, W, 3]
+// (one decoded image, any size: the graph resizes, crops, normalises), pixels_uint8 uint8
+// [B, S, S, 3] or pixel_values float32 [B, 3, S, S]; float32 scalars steer_gamma, steer_lambda,
+// gate_tau and class_embeddings float32 [C, E], ALL real inputs (ORT's JS bindings cannot
+// override initializers), fed from manifest defaults unless overridden here. Outputs:
+// embedding, base_embedding [B, E], logits [B, C], fvu [B], steered [B] bool,
+// latent_indices [B, k] int64, latent_values [B, k].
+
+import { DEFAULT_CONTEXT_LENGTH, VOCAB_FILE, loadTokenizer, readBytes } from './tokenizer.js';
+
+export const OVERRIDABLE = ['steer_gamma', 'steer_lambda', 'gate_tau'];
+export const PIXEL_INPUTS = ['image_rgb', 'pixels_uint8', 'pixel_values'];
+export const CLASS_EMBEDDINGS_FILE = 'class_embeddings.f32';
+export const MAX_PIXELS = 89478485;  // Pillow's Image.MAX_IMAGE_PIXELS: bound before any resize
+
+/** A broken contract, file or argument; the message says what was expected and what came. */
+export class Vs2Error extends Error {
+  constructor(message) { super(message); this.name = 'Vs2Error'; }
+}
+
+function join(base, name) {
+  return base === '' ? name : `${String(base).replace(/\/?$/, '/')}${name}`;
+}
+
+async function readJson(source) {
+  return JSON.parse(new TextDecoder().decode(await readBytes(source)));
+}
+
+/** Load an export folder (path in Node, URL in the browser): manifest.json, model.onnx,
+ *  class_embeddings.f32 when the model has classes. text.onnx + vocab load on first use. */
+export async function loadModel(ort, base, { sessionOptions = {}, model = 'model.onnx' } = {}) {
+  const manifest = await readJson(join(base, 'manifest.json'));
+  const t0 = now();
+  const session = await ort.InferenceSession.create(await readBytes(join(base, model)), sessionOptions);
+  const loadMs = now() - t0;
+  let classEmbeddings = null;
+  if (manifest.classes) {
+    const bytes = await readBytes(join(base, CLASS_EMBEDDINGS_FILE));
+    classEmbeddings = floats(bytes, manifest.classes.length, manifest.model.embed_dim);
+  }
+  return new Vs2Model(ort, base, manifest, session, classEmbeddings, sessionOptions, loadMs);
+}
+
+function now() { return typeof performance !== 'undefined' ? performance.now() : Date.now(); }
+
+function floats(bytes, rows, cols) {
+  if (bytes.byteLength !== rows * cols * 4) {
+    throw new Vs2Error(`${CLASS_EMBEDDINGS_FILE}: expected ${rows} x ${cols} float32 `
+      + `(${rows * cols * 4} bytes), got ${bytes.byteLength} bytes`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);  // little-endian
+  return out;
+}
+
+export class Vs2Model {
+  constructor(ort, base, manifest, session, classEmbeddings, sessionOptions, loadMs) {
+    this.ort = ort;
+    this.base = base;
+    this.manifest = manifest;
+    this.session = session;
+    this.sessionOptions = sessionOptions;
+    this.loadMs = loadMs;
+    this.pixelInput = pixelInputOf(manifest, session.inputNames);
+    this.imageSize = manifest.preprocess.image_size;
+    this.embedDim = manifest.model.embed_dim;
+    this.defaults = { ...(manifest.inputs?.overridable ?? {}) };
+    this.defaultClasses = manifest.classes ? [...manifest.classes] : null;
+    this.defaultClassEmbeddings = classEmbeddings;
+    this.classes = this.defaultClasses;
+    this.classEmbeddings = classEmbeddings;
+    this.text = null;
+    checkInputs(this, session.inputNames);
+  }
+
+  /** Run the graph. image: see pixelFeed(); overrides: { steer_gamma, steer_lambda, gate_tau,
+   *  class_embeddings: Float32Array [C * E] }. Returns { name: { data, dims, type } }. */
+  async run(image, overrides = {}) {
+    const feeds = { [this.pixelInput]: this.pixelFeed(image) };
+    for (const name of OVERRIDABLE) {
+      if (!this.session.inputNames.includes(name)) continue;
+      const value = overrides[name] ?? this.defaults[name];
+      if (typeof value !== 'number' || !Number.isFinite(value)) {
+        throw new Vs2Error(`${name}: expected a finite number, got ${value}`);
+      }
+      feeds[name] = new this.ort.Tensor('float32', Float32Array.of(value), []);
+    }
+    if (this.session.inputNames.includes('class_embeddings')) {
+      const matrix = overrides.class_embeddings ?? this.classEmbeddings;
+      if (!(matrix instanceof Float32Array) || matrix.length % this.embedDim !== 0 || !matrix.length) {
+        throw new Vs2Error(`class_embeddings: expected a Float32Array [C * ${this.embedDim}], got `
+          + `${matrix?.constructor?.name} of length ${matrix?.length}`);
+      }
+      feeds.class_embeddings = new this.ort.Tensor('float32', matrix, [matrix.length / this.embedDim, this.embedDim]);
+    }
+    const outputs = await this.session.run(feeds);
+    return Object.fromEntries(Object.entries(outputs).map(([name, t]) => [name, { data: t.data, dims: t.dims, type: t.type }]));
+  }
+
+  /** One image -> { top, topPlain?, steered, fvu, tau, latents, outputs } for the first row. */
+  async classify(image, { topK = 5, ...overrides } = {}) {
+    const outputs = await this.run(image, overrides);
+    return {
+      top: outputs.logits ? rankClasses(outputs.logits, this.classes, topK)[0] : null,
+      steered: Boolean(outputs.steered.data[0]),
+      fvu: outputs.fvu.data[0],
+      tau: overrides.gate_tau ?? this.defaults.gate_tau,
+      latents: latents(outputs)[0],
+      outputs,
+    };
+  }
+
+  /** image -> the ort.Tensor for this graph's pixel input.
+   *  image: { data: Uint8Array|Uint8ClampedArray, width, height, channels?: 3|4 } (decoded RGB or
+   *  RGBA, e.g. ImageData; alpha is dropped like Pillow's convert('RGB')), or a ready batch
+   *  { pixels_uint8: Uint8Array, dims } / { pixel_values: Float32Array, dims }. */
+  pixelFeed(image) {
+    const name = this.pixelInput;
+    if (image?.[name]) {
+      if (!Array.isArray(image.dims)) throw new Vs2Error(`image.${name}: expected dims with the batch`);
+      return new this.ort.Tensor(name === 'pixel_values' ? 'float32' : 'uint8', image[name], image.dims);
+    }
+    const rgb = toRgb(image);
+    if (name === 'image_rgb') return new this.ort.Tensor('uint8', rgb.data, [rgb.height, rgb.width, 3]);
+    const s = this.imageSize;
+    const cropped = resizeCropExact(rgb, this.manifest.preprocess);
+    if (name === 'pixels_uint8') return new this.ort.Tensor('uint8', cropped, [1, s, s, 3]);
+    return new this.ort.Tensor('float32', normalise(cropped, this.manifest.preprocess), [1, 3, s, s]);
+  }
+
+  /** texts -> Float32Array [N * E], L2-normalised (text.onnx; tokenizer from the export). */
+  async embedTexts(texts) {
+    const text = await this.loadText();
+    const out = new Float32Array(texts.length * this.embedDim);
+    const chunk = 256;
+    for (let start = 0; start < texts.length; start += chunk) {
+      const { data, dims } = text.tokenizer.tokenize(texts.slice(start, start + chunk));
+      const result = await text.session.run({ [text.input]: new this.ort.Tensor('int64', data, dims) });
+      out.set(result[text.output].data, start * this.embedDim);
+    }
+    return out;
+  }
+
+  /** Class names (+ templates, default the manifest's) -> class embeddings used by later runs:
+   *  per class the mean of the normalised prompt embeddings, renormalised. */
+  async setClasses(names, templates = this.manifest.templates) {
+    if (!names.length || names.some((n) => typeof n !== 'string' || !n.trim())) {
+      throw new Vs2Error('classes: expected a non-empty list of non-empty names');
+    }
+    if (!templates?.length) throw new Vs2Error('templates: expected at least one template with {}');
+    const prompts = names.flatMap((name) => templates.map((t) => pyFormat(t, name)));
+    const emb = await this.embedTexts(prompts);
+    this.classEmbeddings = classMeans(emb, names.length, templates.length, this.embedDim);
+    this.classes = [...names];
+    return this.classEmbeddings;
+  }
+
+  resetClasses() {
+    this.classes = this.defaultClasses;
+    this.classEmbeddings = this.defaultClassEmbeddings;
+  }
+
+  async loadText() {
+    if (this.text) return this.text;
+    const spec = this.manifest.text ?? {};
+    const session = await this.ort.InferenceSession.create(
+      await readBytes(join(this.base, spec.model ?? 'text.onnx')), this.sessionOptions);
+    const input = session.inputNames.includes('input_ids') ? 'input_ids' : session.inputNames[0];
+    const output = session.outputNames.includes('text_embedding') ? 'text_embedding' : session.outputNames[0];
+    const declared = session.inputMetadata?.find?.((m) => m.name === input)?.shape?.[1];
+    const contextLength = spec.context_length ?? (Number.isInteger(declared) ? declared : DEFAULT_CONTEXT_LENGTH);
+    const tokenizer = await loadTokenizer(join(this.base, spec.vocab ?? VOCAB_FILE),
+      { contextLength, clean: spec.clean ?? 'lower' });
+    this.text = { session, tokenizer, input, output };
+    return this.text;
+  }
+}
+
+function pixelInputOf(manifest, inputNames) {
+  const named = manifest.pixel_input ?? PIXEL_INPUTS.find((k) => manifest.inputs && k in manifest.inputs);
+  const present = PIXEL_INPUTS.filter((k) => inputNames.includes(k));
+  if (present.length !== 1 || (named && named !== present[0])) {
+    throw new Vs2Error(`model: expected exactly one pixel input among ${PIXEL_INPUTS.join(', ')} `
+      + `matching manifest.pixel_input (${named}), graph has ${inputNames.join(', ')}`);
+  }
+  return present[0];
+}
+
+function checkInputs(model, inputNames) {
+  for (const name of inputNames) {
+    if (name === model.pixelInput || name === 'class_embeddings') continue;
+    if (!OVERRIDABLE.includes(name)) throw new Vs2Error(`model: unknown graph input ${name}`);
+    if (typeof model.defaults[name] !== 'number') {
+      throw new Vs2Error(`manifest: inputs.overridable has no default for graph input ${name}`);
+    }
+  }
+  if (inputNames.includes('class_embeddings') && !model.classEmbeddings) {
+    throw new Vs2Error(`model: takes class_embeddings but the manifest has no classes`);
+  }
+}
+
+/** Python str.format with one positional '{}' ('{{' and '}}' are literal braces). */
+export function pyFormat(template, value) {
+  return template.replace(/\{\{|\}\}|\{\}/g, (m) => (m === '{}' ? value : m[0]));
+}
+
+/** [C*T, E] normalised prompt embeddings -> [C, E]: mean over templates, renormalised. */
+export function classMeans(emb, classes, templates, dim) {
+  const out = new Float32Array(classes * dim);
+  const acc = new Float64Array(dim);
+  for (let c = 0; c < classes; c++) {
+    acc.fill(0);
+    for (let t = 0; t < templates; t++) {
+      const row = emb.subarray((c * templates + t) * dim, (c * templates + t + 1) * dim);
+      const norm = Math.hypot(...row) || 1;
+      for (let j = 0; j < dim; j++) acc[j] += row[j] / norm;
+    }
+    const norm = Math.hypot(...acc) || 1;
+    for (let j = 0; j < dim; j++) out[c * dim + j] = acc[j] / norm;
+  }
+  return out;
+}
+
+/** logits { data, dims: [B, C] } -> per row the k most likely { label, prob, index }
+ *  (softmax in float64, ties by class order: Vs2Session.top_k's rule). */
+export function rankClasses(logits, classes, k = 5) {
+  const [rows, cols] = logits.dims;
+  const result = [];
+  for (let r = 0; r < rows; r++) {
+    const row = Array.from(logits.data.subarray(r * cols, (r + 1) * cols));
+    const max = Math.max(...row);
+    const exps = row.map((v) => Math.exp(v - max));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    const order = exps.map((e, i) => [e / sum, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    result.push(order.slice(0, Math.min(k, cols)).map(([prob, index]) => ({ label: classes?.[index] ?? String(index), prob, index })));
+  }
+  return result;
+}
+
+/** Outputs -> JSON-ready { name: { dims, type, data: number[] } } (int64 -> number, bool -> 0/1). */
+export function toPlain(outputs) {
+  return Object.fromEntries(Object.entries(outputs).map(([name, t]) => [name,
+    { dims: [...t.dims], type: t.type, data: Array.from(t.data, Number) }]));
+}
+
+/** Per row the active latents [{ index, value }], largest first (the graph sorts them). */
+export function latents(outputs) {
+  const [rows, k] = outputs.latent_indices.dims;
+  return Array.from({ length: rows }, (_, r) => Array.from({ length: k }, (_, j) => ({
+    index: Number(outputs.latent_indices.data[r * k + j]),
+    value: outputs.latent_values.data[r * k + j],
+  })));
+}
+
+// ---- pixels: decoded bytes -> graph input, only where equal to Python's preprocessing
+
+function toRgb(image) {
+  const { data, width, height } = image ?? {};
+  if (!(data instanceof Uint8Array || data instanceof Uint8ClampedArray) || !Number.isInteger(width)
+      || !Number.isInteger(height) || width < 1 || height < 1) {
+    throw new Vs2Error('image: expected { data: Uint8Array RGB or RGBA, width, height }');
+  }
+  if (width * height > MAX_PIXELS) {
+    throw new Vs2Error(`image: ${width}x${height} is over ${MAX_PIXELS} pixels (decompression bomb guard)`);
+  }
+  const channels = image.channels ?? data.length / (width * height);
+  if ((channels !== 3 && channels !== 4) || data.length !== width * height * channels) {
+    throw new Vs2Error(`image: expected ${width}x${height}x3 or x4 bytes, got ${data.length}`);
+  }
+  if (channels === 3) return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width, height };
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0, j = 0; i < data.length; i += 4, j += 3) {
+    rgb[j] = data[i]; rgb[j + 1] = data[i + 1]; rgb[j + 2] = data[i + 2];
+  }
+  return { data: rgb, width, height };
+}
+
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** RGB [H, W, 3] -> [S, S, 3] like preprocess.resize_crop, for images that need NO resampling
+ *  (short side = S for 'shortest', long side = S for 'longest', S x S for 'squash'): crop and
+ *  pad are exact. Any other size needs Pillow's resampler: export with image_rgb input. */
+export function resizeCropExact(rgb, spec) {
+  const s = spec.image_size;
+  const { width: w, height: h } = rgb;
+  let target;
+  if (spec.resize_mode === 'shortest') {
+    target = w <= h ? [Math.trunc(s * h / w), s] : [s, Math.trunc(s * w / h)];
+  } else if (spec.resize_mode === 'longest') {
+    const ratio = Math.max(h / s, w / s);
+    target = [Math.max(1, roundHalfEven(h / ratio)), Math.max(1, roundHalfEven(w / ratio))];
+  } else {
+    target = [s, s];
+  }
+  if (target[0] !== h || target[1] !== w) {
+    throw new Vs2Error(`image: ${w}x${h} needs resampling to ${target[1]}x${target[0]}, which only `
+      + `Pillow does exactly; give ${spec.resize_mode === 'longest' ? 'a long' : spec.resize_mode === 'squash' ? 'an S x S' : 'a short'} side of ${s} `
+      + 'or use a model exported with the image_rgb input');
+  }
+  const fill = spec.resize_mode === 'longest' ? spec.fill_color : 0;
+  const padW = Math.max(s - w, 0);
+  const padH = Math.max(s - h, 0);
+  const pw = w + padW;
+  const ph = h + padH;
+  const left0 = Math.floor(padW / 2);
+  const top0 = Math.floor(padH / 2);
+  const top = roundHalfEven((ph - s) / 2);
+  const left = roundHalfEven((pw - s) / 2);
+  const out = new Uint8Array(s * s * 3).fill(fill);
+  for (let y = 0; y < s; y++) {
+    const sy = y + top - top0;
+    if (sy < 0 || sy >= h) continue;
+    for (let x = 0; x < s; x++) {
+      const sx = x + left - left0;
+      if (sx < 0 || sx >= w) continue;
+      const si = (sy * w + sx) * 3;
+      const di = (y * s + x) * 3;
+      out[di] = rgb.data[si]; out[di + 1] = rgb.data[si + 1]; out[di + 2] = rgb.data[si + 2];
+    }
+  }
+  return out;
+}
+
+/** uint8 RGB [S, S, 3] -> float32 [3, S, S]: (x / 255 - mean) / std in float32 steps, bit-equal
+ *  to preprocess.normalise (each float32 op rounds once, as numpy's do). */
+export function normalise(pixels, spec) {
+  const n = pixels.length / 3;
+  const out = new Float32Array(pixels.length);
+  const f = Math.fround;
+  for (let c = 0; c < 3; c++) {
+    const mean = f(spec.mean[c]);
+    const std = f(spec.std[c]);
+    for (let i = 0; i < n; i++) out[c * n + i] = f(f(f(pixels[i * 3 + c] / 255) - mean) / std);
+  }
+  return out;
+}
