@@ -12,6 +12,7 @@ from hostile import REPO, run_vs2, text
 from typer.testing import CliRunner
 
 from vs2_export import cli, doctor
+from vs2_export.distributed import torch_device
 from vs2_export.errors import Vs2Error
 
 DEMO_PRESENT = (REPO / "vs2_export" / "demo" / "vs2-demo.safetensors").is_file()
@@ -94,11 +95,11 @@ def test_probe_gives_the_providers_ort_really_uses():
 
 
 def test_torch_device():
-    assert doctor.torch_device("cpu").type == "cpu"
+    assert torch_device("cpu").type == "cpu"
     for bad in ("tpu", "cuda:x", ""):
         with pytest.raises(Vs2Error, match="expected cpu, cuda or cuda:N"):
-            doctor.torch_device(bad)
+            torch_device(bad)
     if not torch.cuda.is_available():
         for name in ("cuda", "cuda:1"):
             with pytest.raises(Vs2Error, match="expected a CUDA GPU"):
-                doctor.torch_device(name)
+                torch_device(name)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import toy_export
 from PIL import Image
 
-import toy_export
 from vs2_export.runtime.preprocess import PreprocessSpec, normalise, resize_crop
 from vs2_export.web.site import ORT_WEB_FILES, PAGE_FILES, build_site
 
@@ -160,7 +160,7 @@ class Reference:
         if "class_embeddings" in self.inputs:
             feeds["class_embeddings"] = self.class_embeddings
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feeds)))
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
 
 
 def _needs_resample(path: Path, spec: PreprocessSpec) -> bool:

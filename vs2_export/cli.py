@@ -15,8 +15,12 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-import click
 import typer
+
+try:  # typer 0.29 vendors click (typer._click) and no longer installs it; older typers use click
+    from typer import TyperException as UsageFailure
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import ClickException as UsageFailure
 
 from .config import (
     DEFAULT_TEMPLATES,
@@ -31,7 +35,7 @@ from .config import (
     TrainConfig,
     VerifyConfig,
 )
-from .errors import CheckFailed, Vs2Error
+from .errors import CheckFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -92,7 +96,7 @@ def _guarded(fn: Callable) -> Callable:
             _missing_extra(fn.__name__, exc)
         except KeyboardInterrupt:
             _fail("vs2: interrupted", 130)
-        except (typer.Exit, typer.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, UsageFailure):
             raise  # typer's own control flow: exit codes and usage errors
         except Exception as exc:  # noqa: BLE001 - never a traceback, unless asked for
             _internal(exc)
@@ -154,7 +158,7 @@ def extract(images: Path = typer.Option(..., help="folder of images (recursive)"
             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """images -> CLS activations of the last block (before ln_post), sharded on disk.
     Data-parallel: torchrun --nproc-per-node N --no-python vs2 extract ..."""
-    from .doctor import torch_device
+    from .distributed import torch_device
     from .extract import extract as run
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
     report = run(ExtractConfig(images, out, ModelSpec(model, pretrained), batch_size, shard_size,
@@ -206,7 +210,7 @@ def train(acts: Path = typer.Option(..., help="activation store from `vs2 extrac
         _emit(result, as_json, f"imported {import_sae} into {out}: median FVU "
               f"{result['fvu_per_sample']['median']:.4f} on {acts}")
         return
-    from .doctor import torch_device
+    from .distributed import torch_device
     from .train import train_sae
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
     report = train_sae(TrainConfig(
@@ -329,23 +333,9 @@ def classify(exported: Path = typer.Argument(..., help="export folder"),
              provider: str = typer.Option("cpu", help="cpu or cuda"),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Classify images with an exported model (torch-free runtime)."""
-    from .evaluate import predictions
-    from .runtime.session import Vs2Session
-    results = predictions(Vs2Session(exported, provider=provider), images, top)
-    if not results["predictions"]:  # nothing to show: the reasons are the one error line
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in results["skipped"][:3])
-        raise Vs2Error(f"classify: none of the {len(images)} images could be read ({reasons}"
-                       f"{'; ...' if len(results['skipped']) > 3 else ''})")
-    _emit(results, as_json, _format_predictions(results))
-
-
-def _format_predictions(results: dict) -> str:
-    lines = []
-    for item in results["predictions"]:
-        best = ", ".join(f"{label} {100 * p:.1f}%" for label, p in item["top"])
-        lines.append(f"{item['path']}: {best}{'' if item['steered'] else '  (gate: plain CLIP)'}")
-    lines += [f"skipped {s['path']}: {s['reason']}" for s in results["skipped"]]
-    return "\n".join(lines)
+    from .classify import classify as run
+    result = run(exported, images, top, provider)
+    _emit(result.to_json(), as_json, result.format())
 
 
 @cli_command("eval")
@@ -368,12 +358,9 @@ def quickstart(workdir: Path | None = typer.Option(None, help="default: a tempor
                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """The whole flow on the embedded demo model, offline: data, extract, train, calibrate,
     export, verify, eval, classify."""
-    from .evaluate import format_table
     from .quickstart import run_quickstart
-    summary = run_quickstart(QuickstartConfig(workdir, n_unlabeled=n_unlabeled, epochs=epochs))
-    _emit(summary, as_json, f"\nparity {summary['parity']['verdict']} "
-          f"({summary['parity']['n_images']} images)\n\n{format_table(summary['eval'])}\n\n"
-          f"{_format_predictions(summary['classified'])}\n\nall artifacts in {summary['workdir']}")
+    result = run_quickstart(QuickstartConfig(workdir, n_unlabeled=n_unlabeled, epochs=epochs))
+    _emit(result.to_json(), as_json, result.format())
 
 
 @cli_command()

@@ -99,3 +99,23 @@ def session(device: str) -> Iterator[tuple[Comm, str]]:
     finally:
         if created:
             dist.destroy_process_group()
+
+
+def torch_device(name: str):
+    """A --device value -> torch.device, or a Vs2Error saying which device exists (no silent
+    fallback, and no torch AssertionError 'not compiled with CUDA' deep in a run)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise Vs2Error(f"device: expected cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise Vs2Error(f"device: expected cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise Vs2Error(f"device {name}: expected a CUDA GPU, got none usable by torch "
+                       f"{torch.__version__} (built for CUDA {torch.version.cuda}); use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise Vs2Error(f"device {name}: expected an index below {torch.cuda.device_count()} "
+                       f"(GPUs present), got {device.index}")
+    return device

@@ -4,8 +4,6 @@ Each probe yields Findings; any finding at level "fail" makes the machine unheal
 Probes never raise: what goes wrong is the finding. Two traps are looked for explicitly
 (docs/design.md pitfalls): onnxruntime and onnxruntime-gpu installed together (ORT #26996), and a CUDA
 provider that is built in but silently falls back to the CPU for lack of libraries (ORT #23372).
-
-`torch_device` is also the one check of a torch --device option (extract, train).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 
 from . import __version__
-from .errors import Vs2Error
 
 log = logging.getLogger(__name__)
 DISTRIBUTIONS = ("torch", "open_clip_torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy",
@@ -41,27 +38,6 @@ class Finding:
     level: str
     """'ok', 'info', 'warn' or 'fail' (only 'fail' makes the machine unhealthy)."""
     detail: str
-
-
-def torch_device(name: str):
-    """A --device value -> torch.device, or a Vs2Error saying which device exists (no silent
-    fallback, and no torch AssertionError 'not compiled with CUDA' deep in a run)."""
-    import torch
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise Vs2Error(f"device: expected cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise Vs2Error(f"device: expected cpu, cuda or cuda:N, got {name!r}")
-    if not torch.cuda.is_available():
-        raise Vs2Error(f"device {name}: expected a CUDA GPU, got none usable by torch "
-                       f"{torch.__version__} (built for CUDA {torch.version.cuda}); use --device cpu")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise Vs2Error(f"device {name}: expected an index below {torch.cuda.device_count()} "
-                       f"(GPUs present), got {device.index}")
-    return device
 
 
 def versions() -> dict[str, str | None]:
@@ -110,14 +86,10 @@ def _quiet_ort() -> Iterator[None]:
         ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
 
 
-def _probe_model() -> bytes:
-    """A one-node Identity graph: enough to make ORT instantiate a provider."""
-    from onnx import TensorProto, helper
-    tensor = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                              tensor[:1], tensor[1:])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8).SerializeToString()
+PROBE_MODEL = (b'\x08\x08:;\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n\x08\x08'
+               b'\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x11')
+"""A one-node Identity graph x [1] -> y [1] (IR 8, opset 17), serialised: enough to make ORT
+instantiate a provider, and no onnx package needed (a runtime-only install has none)."""
 
 
 def probe_provider(provider: str) -> tuple[list[str], str]:
@@ -128,7 +100,7 @@ def probe_provider(provider: str) -> tuple[list[str], str]:
     asked = list(dict.fromkeys([provider, "CPUExecutionProvider"]))  # CPU last, once
     try:
         with _quiet_ort():
-            session = ort.InferenceSession(_probe_model(), providers=asked)
+            session = ort.InferenceSession(PROBE_MODEL, providers=asked)
             session.run(None, {"x": np.zeros(1, np.float32)})
         return list(session.get_providers()), ""
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
@@ -207,8 +179,12 @@ def check_demo_model() -> Finding:
 def diagnose(require_gpu: bool = False, demo: bool = True) -> dict:
     """Run every probe -> the report: healthy, findings, versions, providers, threads."""
     found = versions()
-    findings = [Finding(f"import {d}", "fail", "not installed") for d in ("torch", "numpy", "pillow")
+    findings = [Finding(f"import {d}", "fail", "not installed") for d in ("numpy", "pillow")
                 if found.get(d) is None]
+    toolchain = found.get("torch") is not None
+    if not toolchain:
+        findings.append(Finding("export toolchain", "info", "not installed: this install runs "
+                                "exported models only (pip install 'vs2-export[export]' to export)"))
     findings += check_ort_distributions()
     providers: dict = {}
     try:
@@ -216,7 +192,7 @@ def diagnose(require_gpu: bool = False, demo: bool = True) -> dict:
         findings += provider_findings
     except ImportError as exc:
         findings.append(Finding("import onnxruntime", "fail", str(exc)))
-    if demo:
+    if demo and toolchain:  # the demo CLIP is a torch model
         findings.append(check_demo_model())
     healthy = not any(f.level == "fail" for f in findings)
     log.info("doctor: %s", "healthy" if healthy else "NOT healthy")

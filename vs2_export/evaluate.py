@@ -59,15 +59,6 @@ def _predict(session: Vs2Session, items: list[tuple[Path, int]], batch: int, ski
     return tuple(np.concatenate(a) for a in (labels, steered_pred, plain_pred, flags))
 
 
-def predictions(session: Vs2Session, paths: list[Path], top_k: int = 3) -> dict:
-    """Classify files -> {"predictions": [{path, top: [(class, p)], steered}], "skipped": [...]}."""
-    result = session.run_paths(paths)
-    tops = session.top_k(result.outputs[contract.LOGITS], top_k) if len(result.paths) else []
-    return {"predictions": [{"path": str(p), "top": t, "steered": bool(s)} for p, t, s in
-                            zip(result.paths, tops, result.outputs.get(contract.STEERED, []), strict=True)],
-            "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped]}
-
-
 def evaluate(cfg: EvalConfig) -> dict:
     """Accuracy of plain CLIP and of VS2 on a labeled folder; writes eval_report.json."""
     session = Vs2Session(cfg.exported, provider=cfg.provider)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import write_json
 from .calibrate import calibrate
+from .classify import ClassifyResult, predictions
 from .config import (
     CalibrateConfig,
     EvalConfig,
@@ -27,7 +29,7 @@ from .config import (
     to_jsonable,
 )
 from .demo import data as demo_data
-from .evaluate import evaluate, predictions
+from .evaluate import evaluate, format_table
 from .export import export
 from .extract import extract
 from .runtime import contract
@@ -39,7 +41,31 @@ from .verify import verify
 log = logging.getLogger(__name__)
 
 
-def run_quickstart(cfg: QuickstartConfig) -> dict:
+@dataclass(frozen=True)
+class QuickstartResult:
+    """What each step of the quickstart gave, and how long it took."""
+
+    workdir: Path
+    seconds: dict[str, float]
+    """Wall-clock seconds per step."""
+    config: dict
+    parity: dict
+    """verify's report on the labeled target images."""
+    eval: dict
+    """eval's report: accuracy with and without steering."""
+    classified: ClassifyResult
+
+    def to_json(self) -> dict:
+        return {"workdir": str(self.workdir), "config": self.config, "seconds": self.seconds,
+                "parity": self.parity, "eval": self.eval, "classified": self.classified.to_json()}
+
+    def format(self) -> str:
+        return (f"\nparity {self.parity['verdict']} ({self.parity['n_images']} images)\n\n"
+                f"{format_table(self.eval)}\n\n{self.classified.format()}\n\n"
+                f"all artifacts in {self.workdir}")
+
+
+def run_quickstart(cfg: QuickstartConfig) -> QuickstartResult:
     """Run the flow in cfg.workdir (or a new temporary folder); returns a summary of each step."""
     work = cfg.workdir or Path(tempfile.mkdtemp(prefix="vs2-quickstart-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -70,7 +96,6 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     report = step("eval", evaluate, EvalConfig(exported, val))
     samples = list_images(val)[:: max(1, len(list_images(val)) // 5)][:5]
     classified = step("classify", predictions, Vs2Session(exported), samples)
-    summary = {"workdir": str(work), "config": to_jsonable(cfg), "seconds": timings,
-               "parity": parity, "eval": report, "classified": classified}
-    write_json(work / "quickstart_report.json", summary)
-    return summary
+    result = QuickstartResult(work, timings, to_jsonable(cfg), parity, report, classified)
+    write_json(work / "quickstart_report.json", result.to_json())
+    return result

@@ -16,10 +16,12 @@ import gzip
 import html
 import importlib.util
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +64,7 @@ class TokenizerSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TokenizerSpec":
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
@@ -124,7 +126,7 @@ class ClipTokenizer:
         self._pattern = None  # compiled on first use (needs `regex`)
 
     @classmethod
-    def from_export(cls, folder: str | Path, spec: TokenizerSpec | None = None) -> "ClipTokenizer":
+    def from_export(cls, folder: str | Path, spec: TokenizerSpec | None = None) -> ClipTokenizer:
         """The tokenizer of an exported model: spec.vocab is read relative to `folder`."""
         spec = spec or TokenizerSpec()
         return cls(Path(folder) / spec.vocab, spec.context_length, spec.clean)
@@ -161,7 +163,7 @@ class ClipTokenizer:
             return cached
         word = list(token[:-1]) + [token[-1] + "</w>"]
         while len(word) > 1:
-            ranked = [(self.bpe_ranks.get(pair, _INF), pair) for pair in zip(word, word[1:])]
+            ranked = [(self.bpe_ranks.get(pair, _INF), pair) for pair in pairwise(word)]
             rank, (first, second) = min(ranked, key=lambda item: item[0])
             if rank == _INF:
                 break
@@ -212,7 +214,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 def _compile_pattern() -> Any:
