@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..runtime import contract
+
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "decode.js", "tokenizer.js",
               "html_entities.js")
@@ -22,7 +24,7 @@ PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "decode.js", "token
 ORT_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 """From node_modules/onnxruntime-web/dist: the wasm-only ES module build, which embeds its
 Emscripten glue, and the SIMD+threads wasm binary it fetches from beside itself."""
-EXPORT_REQUIRED = ("model.onnx", "manifest.json")
+EXPORT_REQUIRED = (contract.MODEL_FILE, contract.MANIFEST_FILE)
 EXPORT_OPTIONAL = ("class_embeddings.f32", "text.onnx", "tokenizer/bpe_simple_vocab_16e6.txt.gz")
 """Needed for logits (class_embeddings.f32) and for run-time class names (the other two)."""
 
