@@ -98,6 +98,13 @@ CLASSES_FILE = "classes.txt"
 EXPORT_CONFIG_FILE = "export_config.json"
 
 
+# ---- run-time classes (the text graph beside the image graph; docs/js.md)
+TEXT_MODEL_FILE = "text.onnx"
+CLASS_EMBEDDINGS_FILE = "class_embeddings.f32"
+"""The default class embedding matrix, little-endian float32 [C, E] row-major."""
+VOCAB_FILE = "tokenizer/bpe_simple_vocab_16e6.txt.gz"
+
+
 def export_check_file(precision: str) -> str:
     """The variant-vs-fp32 check written at export."""
     return f"export_check.{precision}.json"

@@ -25,7 +25,7 @@ ORT_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 """From node_modules/onnxruntime-web/dist: the wasm-only ES module build, which embeds its
 Emscripten glue, and the SIMD+threads wasm binary it fetches from beside itself."""
 EXPORT_REQUIRED = (contract.MODEL_FILE, contract.MANIFEST_FILE)
-EXPORT_OPTIONAL = ("class_embeddings.f32", "text.onnx", "tokenizer/bpe_simple_vocab_16e6.txt.gz")
+EXPORT_OPTIONAL = (contract.CLASS_EMBEDDINGS_FILE, contract.TEXT_MODEL_FILE, contract.VOCAB_FILE)
 """Needed for logits (class_embeddings.f32) and for run-time class names (the other two)."""
 
 
