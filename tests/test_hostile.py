@@ -101,7 +101,7 @@ def test_extract_processes_good_files_and_lists_bad_ones(hostile_store, corpus):
     assert "Traceback" not in text(done.stderr)
     report = json.loads(done.stdout)
     assert report["count"] == len(corpus.good)
-    assert_bad_files_listed({p: r for p, r in report["skipped"]}, corpus)
+    assert_bad_files_listed(skipped_map(report["skipped"]), corpus)
     meta = json.loads((out / "meta.json").read_text())
     assert sorted(meta["images"]) == sorted(str(p.relative_to(corpus.root)) for p in corpus.good)
     assert len(ActivationStore(out)) == len(corpus.good)

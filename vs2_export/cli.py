@@ -161,11 +161,10 @@ def extract(images: Path = typer.Option(..., help="folder of images (recursive)"
     from .distributed import torch_device
     from .extract import extract as run
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
-    report = run(ExtractConfig(images, out, ModelSpec(model, pretrained), batch_size, shard_size,
-                               device, force, append=append))
-    _emit({"out": report.out, "count": report.count, "skipped": report.skipped}, as_json,
-          f"store {report.out} holds {report.count} activations"
-          + "".join(f"\nskipped {p}: {r}" for p, r in report.skipped))
+    report = run(ExtractConfig(images=images, out=out, model=ModelSpec(model, pretrained),
+                               batch_size=batch_size, shard_size=shard_size, device=device,
+                               force=force, append=append))
+    _emit(report.to_json(), as_json, report.format())
 
 
 def _t(name: str):
@@ -238,7 +237,8 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """SAE + activations -> steering.json (gamma, lambda, q, tau)."""
     from .calibrate import calibrate as run
-    params = run(CalibrateConfig(acts, sae, out, gamma, lambda_, quantile, force))
+    params = run(CalibrateConfig(acts=acts, sae=sae, out=out, gamma=gamma, lambda_=lambda_,
+                                 quantile=quantile, force=force))
     _emit(params.to_dict(), as_json, f"steering in {out}: gamma {params.gamma}, lambda "
           f"{params.lambda_}, tau {params.tau:.4f} (q={params.quantile})")
 
@@ -359,7 +359,8 @@ def quickstart(workdir: Path | None = typer.Option(None, help="default: a tempor
     """The whole flow on the embedded demo model, offline: data, extract, train, calibrate,
     export, verify, eval, classify."""
     from .quickstart import run_quickstart
-    result = run_quickstart(QuickstartConfig(workdir, n_unlabeled=n_unlabeled, epochs=epochs))
+    result = run_quickstart(QuickstartConfig(workdir=workdir, n_unlabeled=n_unlabeled,
+                                             epochs=epochs))
     _emit(result.to_json(), as_json, result.format())
 
 

@@ -38,6 +38,14 @@ class ExtractReport:
     skipped: tuple[tuple[str, str], ...]
     """(path, reason) of every image that could not be read."""
 
+    def to_json(self) -> dict:
+        return {"out": str(self.out), "count": self.count,
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+
+    def format(self) -> str:
+        return (f"store {self.out} holds {self.count} activations"
+                + "".join(f"\nskipped {p}: {r}" for p, r in self.skipped))
+
 
 @dataclass(frozen=True)
 class HeldShard:
