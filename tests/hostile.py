@@ -198,3 +198,81 @@ def model_with_external_data(folder: Path, location: str, nested: bool = False) 
     with open(folder / "model.onnx", "wb") as fh:  # onnx.save would try to resolve the data
         fh.write(model.SerializeToString())
     return folder / "model.onnx"
+
+
+# ---- crafted ONNX files: the protobuf tricks a wire scanner must not be skipped by
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, wire: int, payload: bytes = b"") -> bytes:
+    """One protobuf field: key, then for wire type 2 the length and payload."""
+    key = varint(number << 3 | wire)
+    return key + (varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def external_tensor(location: str, name: str = "w") -> bytes:
+    """A serialised TensorProto float [4] whose data lives at `location` (external data)."""
+    from onnx import TensorProto, numpy_helper
+    w = numpy_helper.from_array(np.zeros(4, np.float32), name)
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    return w.SerializeToString()
+
+
+def crafted_models(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (model file, word the refusal must contain). Every file hides a reference to
+    ../outside.bin (or is unparseable) behind a protobuf feature a naive scanner gives up on."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent / "outside.bin").write_bytes(b"\0" * 16)
+    good = model_with_external_data(folder / "base", "inside.bin").read_bytes()
+    evil = external_tensor("../outside.bin")
+    graph = field(5, 2, evil)  # GraphProto.initializer
+    sparse = field(15, 2, field(1, 2, evil) + field(2, 2, external_tensor("inside.bin", "i")))
+    cases = {
+        # an unknown group before the graph: protobuf skips it, an old scanner stopped there
+        "group_first": field(99, 3) + field(1, 0, varint(1)) + field(99, 4) + field(7, 2, graph),
+        "nested_groups": field(98, 3) + field(97, 3) + field(97, 4) + field(98, 4) + field(7, 2, graph),
+        "fixed64_first": field(96, 1, b"\0" * 8) + field(95, 5, b"\0" * 4) + field(7, 2, graph),
+        "sparse_initializer": field(7, 2, sparse),
+        "function_attribute_default": field(25, 2, field(11, 2, field(5, 2, evil))),
+        "training_info": field(20, 2, field(1, 2, graph)),
+        "duplicate_location": field(7, 2, field(5, 2, external_tensor("inside.bin")[:-2] + field(
+            13, 2, field(1, 2, b"location") + field(2, 2, b"../outside.bin")))),
+        "wire_type_7": field(7, 7) + field(7, 2, graph),
+        "end_group_alone": field(99, 4) + field(7, 2, graph),
+        "truncated_length": field(7, 2, graph)[:-3],
+        "varint_11_bytes": b"\x08" + b"\xff" * 10 + b"\x01",
+        "field_number_0": b"\x02\x00" + field(7, 2, graph),
+        "deep_nesting": field(7, 2, _deep_graph(300)),
+    }
+    words = {"group_first": "outside.bin", "nested_groups": "outside.bin",
+             "fixed64_first": "outside.bin", "sparse_initializer": "outside.bin",
+             "function_attribute_default": "outside.bin", "training_info": "outside.bin",
+             "duplicate_location": "outside.bin"}
+    made = {}
+    for name, data in cases.items():
+        path = folder / name / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.arange(4, dtype=np.float32).tofile(path.parent / "inside.bin")
+        path.write_bytes(good + data)  # appended fields merge into the message (protobuf rule)
+        made[name] = (path, words.get(name, "well-formed protobuf"))
+    return made
+
+
+def _deep_graph(depth: int) -> bytes:
+    """GraphProto -> node -> attribute -> graph ... `depth` times: nesting beyond any real model."""
+    inner = b""
+    for _ in range(depth):
+        inner = field(1, 2, field(5, 2, field(6, 2, inner)))
+    return inner

@@ -197,8 +197,35 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, location, nested,
         assert "expected external data inside the model's folder" in str(info.value)
 
 
-def test_external_data_scan_survives_garbage(tmp_path):
-    for i, data in enumerate([b"", b"\xff" * 50, b"\x3a\xff\xff\xff\xff\x0f", os.urandom(4096)]):
-        path = tmp_path / f"g{i}.onnx"
-        path.write_bytes(data)
-        assert external_data_locations(path) == []
+def test_garbage_is_refused_not_half_scanned(tmp_path):
+    from vs2_export.runtime.onnx_wire import WireError
+    assert external_data_locations(_write(tmp_path / "empty.onnx", b"")) == []
+    for i, data in enumerate([b"\xff" * 50, b"\x3a\xff\xff\xff\xff\x0f", b"\x0f" + os.urandom(4096)]):
+        with pytest.raises(WireError):
+            external_data_locations(_write(tmp_path / f"g{i}.onnx", data))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_crafted_protobuf_cannot_skip_the_external_data_check(tmp_path):
+    """Groups, fixed fields, sparse initializers, function defaults, training info, repeated
+    entries: the location is found; malformed wire data is refused, never half-scanned."""
+    from hostile import crafted_models
+
+    from vs2_export.runtime.session import ModelError, Vs2Session
+    for name, (model, word) in crafted_models(tmp_path / "crafted").items():
+        with pytest.raises(ModelError) as info:
+            Vs2Session(model)
+        assert word in str(info.value), (name, str(info.value))
+
+
+def test_hardlinked_external_data_is_refused(tmp_path):
+    from vs2_export.runtime.session import ModelError, Vs2Session
+    model = model_with_external_data(tmp_path / "m", "data.bin")
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    os.link(tmp_path / "secret.bin", tmp_path / "m" / "data.bin")
+    with pytest.raises(ModelError, match="hardlink"):
+        Vs2Session(model)
