@@ -83,6 +83,8 @@ def _good_files(seed: int) -> dict[str, bytes]:
         "exif_rotated.jpg": exif_rotated_jpeg(seed + 7),
         "UPPER.JPG": encoded(smooth_rgb(50, 50, seed + 8), "JPEG"),
         "grey.bmp": encoded(smooth_rgb(40, 40, seed + 9).convert("L"), "BMP"),
+        "scan.TIFF": encoded(smooth_rgb(50, 40, seed + 11), "TIFF"),  # one extension list
+        "banner_100x1.png": encoded(smooth_rgb(100, 1, seed + 12), "PNG"),  # ratio 100: kept
     }
 
 
@@ -96,6 +98,9 @@ def _bad_files(seed: int) -> dict[str, tuple[bytes, str]]:
         "truncated.png": (png[: len(png) // 2], "truncated"),
         "text_named.jpg": (b"<html>this is a web page, not a photo</html>\n", "not a recognised"),
         "bomb.png": (png_header_only(BOMB_SIDE, BOMB_SIDE), "decompression bomb"),
+        # A few hundred bytes whose 'shortest' resize would be 224 x 22 million pixels.
+        "sliver_1x100000.png": (encoded(Image.new("L", (100_000, 1)), "PNG"), "aspect ratio"),
+        "sliver_2x300.png": (encoded(Image.new("RGB", (2, 300)), "PNG"), "aspect ratio"),
     }
 
 

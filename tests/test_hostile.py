@@ -158,7 +158,8 @@ def test_classify_mixed_files_text_output(exported, corpus, tmp_path):
 
 @needs_demo
 @pytest.mark.parametrize("name", ["zero_bytes.jpg", "truncated.jpg", "truncated.png",
-                                  "text_named.jpg", "bomb.png", "pipe.jpg", "dangling.png"])
+                                  "text_named.jpg", "bomb.png", "pipe.jpg", "dangling.png",
+                                  "sliver_1x100000.png"])
 def test_classify_one_bad_file_is_one_error_line(exported, corpus, name):
     done = run_vs2("classify", exported, corpus.root / name, timeout=60)
     assert_clean_failure(done, 2, "none of the 1 images", name)
