@@ -175,7 +175,7 @@ def test_list_images_not_a_directory(tmp_path):
 def test_extreme_aspect_ratios_are_refused_before_any_resize(tmp_path):
     """A 1 x 100000 PNG is 177 bytes; resized 'shortest' to 224 it would be 224 x 22.4 M
     pixels (15 GB). It is refused from its header, and a folder goes on without it."""
-    from vs2_export.runtime.preprocess import ImageError, MAX_ASPECT_RATIO, resize_crop
+    from vs2_export.runtime.preprocess import MAX_ASPECT_RATIO, ImageError, resize_crop
     Image.new("L", (100_000, 1)).save(tmp_path / "sliver.png")
     Image.new("RGB", (30, 20), "red").save(tmp_path / "ok.png")
     spec = PreprocessSpec(image_size=224)
