@@ -41,7 +41,7 @@ from .runtime import contract
 from .runtime.manifest import Manifest
 from .sae import sae_origin
 from .steering import load_steering
-from .store import ActivationStore
+from .store import ActivationStore, spread
 from .zeroshot import read_classes
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,7 @@ def _calibration(cfg: ExportConfig, manifest: Manifest) -> np.ndarray | None:
     if source is None:
         acts = load_steering(cfg.steering).acts
         paths = ActivationStore(Path(acts)).image_paths() if acts and Path(acts).is_dir() else []
-        step = max(1, len(paths) // cfg.calibration_max)
-        source = paths[::step][:cfg.calibration_max]
+        source = spread([p for p in paths if p.exists()], cfg.calibration_max)
         where = f"the images of the store {acts}"
     else:
         where = str(source)

@@ -90,6 +90,13 @@ class Check:
     """Rows of the worst images (failing ones first), at most WORST."""
     detail: str = ""
 
+    def __post_init__(self) -> None:
+        # A check that judged none of the images it was given proved nothing: it cannot pass.
+        if self.of and not self.judged:
+            object.__setattr__(self, "passed", False)
+            object.__setattr__(self, "detail", "no image could be judged" + (
+                f"; {self.detail}" if self.detail else ""))
+
 
 @dataclass(frozen=True)
 class Decisions:

@@ -104,6 +104,14 @@ def store_array(folder: Path, h: np.ndarray, model_id: str, source: str,
     return folder
 
 
+def spread(paths: list[Path], limit: int) -> list[Path]:
+    """At most `limit` of `paths`, evenly spread (a class-per-folder tree is not cut to its
+    first classes), in order: the same list always gives the same choice."""
+    if len(paths) <= limit:
+        return list(paths)
+    return [paths[int(i)] for i in np.linspace(0, len(paths) - 1, num=limit).round()]
+
+
 def epoch_order(counts: list[int], seed: int, epoch: int, buffer: int) -> np.ndarray:
     """Row order of one epoch [N] int64: shards in random order, then each window of `buffer`
     consecutive rows permuted. A pure function of (seed, epoch), so a resumed run and every

@@ -32,7 +32,7 @@ from .runtime import contract
 from .runtime.manifest import Manifest
 from .runtime.preprocess import list_images, normalise, preprocess_paths
 from .runtime.session import Vs2Session
-from .store import ActivationStore
+from .store import ActivationStore, spread
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,7 @@ def _images(cfg: VerifyConfig, record: ExportRecord) -> list[Path]:
             raise Vs2Error(f"verify: expected --images DIR: {where} are not there")
     if not paths:
         raise Vs2Error(f"verify: expected images under {where}, found none")
-    step = max(1, math.ceil(len(paths) / cfg.max_images))
-    return paths[::step][:cfg.max_images]
+    return spread(paths, cfg.max_images)
 
 
 @torch.no_grad()
