@@ -281,3 +281,61 @@ def _deep_graph(depth: int) -> bytes:
     for _ in range(depth):
         inner = field(1, 2, field(5, 2, field(6, 2, inner)))
     return inner
+
+
+# ---- hostile artifacts: every file a command reads, edited the ways a file can go wrong
+
+
+def hostile_meta(good: dict) -> dict[str, dict]:
+    """meta.json variants (name -> document) that must be refused with one line."""
+    shard = good["shards"][0]
+    return {
+        "shards_not_a_list": {**good, "shards": "shard-00000.npy"},
+        "shard_path_traversal": {**good, "shards": [{**shard, "file": "../../etc/passwd"}]},
+        "shard_absolute": {**good, "shards": [{**shard, "file": "/etc/passwd"}]},
+        "negative_count": {**good, "shards": [{**shard, "count": -1}]},
+        "count_is_a_string": {**good, "count": "512"},
+        "huge_d": {**good, "d": 10**9},
+        "d_is_bool": {**good, "d": True},
+        "missing_model": {k: v for k, v in good.items() if k != "model_id"},
+        "count_mismatch": {**good, "count": good["count"] + 1},
+        "weights_not_hex": {**good, "model_weights_sha256": "zz"},
+        "images_not_a_list": {**good, "images": 7},
+    }
+
+
+def hostile_sae_cfg(good: dict) -> dict[str, dict]:
+    """SAE cfg.json variants that must be refused before anything is allocated."""
+    return {
+        "k_zero": {**good, "k": 0},
+        "k_above_n": {**good, "k": 10**6},
+        "k_float": {**good, "k": 8.5},
+        "k_edited": {**good, "k": good["k"] - 1},
+        "expansion_huge": {**good, "expansion": 10**9},
+        "d_string": {**good, "d": "32"},
+        "format_other": {**good, "format": "something"},
+    }
+
+
+def hostile_steering(good: dict) -> dict[str, dict]:
+    """steering.json variants that must be refused (values go into a float32 graph)."""
+    return {
+        "gamma_inf32": {**good, "gamma": 1e39},
+        "tau_nan": {**good, "tau": float("nan")},
+        "lambda_negative": {**good, "lambda": -1.0},
+        "quantile_two": {**good, "quantile": 2.0},
+        "gamma_string": {**good, "gamma": "1.5"},
+        "extra_key": {**good, "surprise": 1},
+        "checksum_short": {**good, "sae_sha256": "abc"},
+    }
+
+
+CLI_NUMBERS = [
+    ("train", "--batch-size", "0"), ("train", "--batch-size", "10000000000"),
+    ("train", "--lr", "nan"), ("train", "--lr", "inf"), ("train", "--lr", "-1"),
+    ("train", "--k", "0"), ("train", "--epochs", "-3"), ("train", "--aux-coef", "inf"),
+    ("train", "--warmup-frac", "1"), ("train", "--seed", "-1"), ("train", "--k", "x"),
+    ("calibrate", "--gamma", "1e39"), ("calibrate", "--gamma", "0"), ("calibrate", "--lambda", "nan"),
+    ("calibrate", "--quantile", "0"), ("calibrate", "--quantile", "1.5"),
+]
+"""(command, option, value): numbers that must be refused with one line and exit 2."""
