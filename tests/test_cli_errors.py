@@ -272,8 +272,8 @@ def test_hostile_steering_json_is_refused(work, tmp_path, name):
     good = json.loads((work / "steering128.json").read_text())
     bad = tmp_path / "steering.json"
     bad.write_text(json.dumps(hostile.hostile_steering(good)[name]))
-    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering", bad, "--out", tmp_path / "x",
-                 words=("steering",))
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering", bad,
+                 "--out", tmp_path / "x", words=("steering",))
 
 
 @pytest.mark.parametrize("command, option, value", hostile.CLI_NUMBERS)

@@ -90,7 +90,8 @@ def _not_utf8(name: bytes) -> bool:
 @pytest.fixture(scope="module")
 def hostile_store(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("acts") / "acts"
-    done = run_vs2("extract", "--images", corpus.root, "--out", out, "--json", "--batch-size", 4)
+    done = run_vs2("extract", "--images", corpus.root, "--out", out, "--json", "--batch-size", 4,
+                   "--model", "vs2-demo")
     return done, out
 
 
@@ -118,7 +119,7 @@ def test_calibrate_on_the_hostile_store(hostile_store, exported, tmp_path):
 
 @needs_demo
 def test_verify_on_the_hostile_folder(exported, corpus):
-    done = run_vs2("verify", exported, "--images", corpus.root, "--json")
+    done = run_vs2("verify", exported, "--run", exported.parent, "--images", corpus.root, "--json")
     assert done.returncode == 0, text(done.stderr)[-3000:]
     report = json.loads(done.stdout)
     assert report["verdict"] == "PASS" and report["n_images"] == len(corpus.good)
