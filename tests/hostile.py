@@ -83,6 +83,8 @@ def _good_files(seed: int) -> dict[str, bytes]:
         "exif_rotated.jpg": exif_rotated_jpeg(seed + 7),
         "UPPER.JPG": encoded(smooth_rgb(50, 50, seed + 8), "JPEG"),
         "grey.bmp": encoded(smooth_rgb(40, 40, seed + 9).convert("L"), "BMP"),
+        "scan.TIFF": encoded(smooth_rgb(50, 40, seed + 11), "TIFF"),  # one extension list
+        "banner_100x1.png": encoded(smooth_rgb(100, 1, seed + 12), "PNG"),  # ratio 100: kept
     }
 
 
@@ -96,6 +98,9 @@ def _bad_files(seed: int) -> dict[str, tuple[bytes, str]]:
         "truncated.png": (png[: len(png) // 2], "truncated"),
         "text_named.jpg": (b"<html>this is a web page, not a photo</html>\n", "not a recognised"),
         "bomb.png": (png_header_only(BOMB_SIDE, BOMB_SIDE), "decompression bomb"),
+        # A few hundred bytes whose 'shortest' resize would be 224 x 22 million pixels.
+        "sliver_1x100000.png": (encoded(Image.new("L", (100_000, 1)), "PNG"), "aspect ratio"),
+        "sliver_2x300.png": (encoded(Image.new("RGB", (2, 300)), "PNG"), "aspect ratio"),
     }
 
 
@@ -198,3 +203,139 @@ def model_with_external_data(folder: Path, location: str, nested: bool = False) 
     with open(folder / "model.onnx", "wb") as fh:  # onnx.save would try to resolve the data
         fh.write(model.SerializeToString())
     return folder / "model.onnx"
+
+
+# ---- crafted ONNX files: the protobuf tricks a wire scanner must not be skipped by
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, wire: int, payload: bytes = b"") -> bytes:
+    """One protobuf field: key, then for wire type 2 the length and payload."""
+    key = varint(number << 3 | wire)
+    return key + (varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def external_tensor(location: str, name: str = "w") -> bytes:
+    """A serialised TensorProto float [4] whose data lives at `location` (external data)."""
+    from onnx import TensorProto, numpy_helper
+    w = numpy_helper.from_array(np.zeros(4, np.float32), name)
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    return w.SerializeToString()
+
+
+def crafted_models(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (model file, word the refusal must contain). Every file hides a reference to
+    ../outside.bin (or is unparseable) behind a protobuf feature a naive scanner gives up on."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent / "outside.bin").write_bytes(b"\0" * 16)
+    good = model_with_external_data(folder / "base", "inside.bin").read_bytes()
+    evil = external_tensor("../outside.bin")
+    graph = field(5, 2, evil)  # GraphProto.initializer
+    sparse = field(15, 2, field(1, 2, evil) + field(2, 2, external_tensor("inside.bin", "i")))
+    cases = {
+        # an unknown group before the graph: protobuf skips it, an old scanner stopped there
+        "group_first": field(99, 3) + field(1, 0, varint(1)) + field(99, 4) + field(7, 2, graph),
+        "nested_groups": field(98, 3) + field(97, 3) + field(97, 4) + field(98, 4) + field(7, 2, graph),
+        "fixed64_first": field(96, 1, b"\0" * 8) + field(95, 5, b"\0" * 4) + field(7, 2, graph),
+        "sparse_initializer": field(7, 2, sparse),
+        "function_attribute_default": field(25, 2, field(11, 2, field(5, 2, evil))),
+        "training_info": field(20, 2, field(1, 2, graph)),
+        "duplicate_location": field(7, 2, field(5, 2, external_tensor("inside.bin")[:-2] + field(
+            13, 2, field(1, 2, b"location") + field(2, 2, b"../outside.bin")))),
+        "wire_type_7": field(7, 7) + field(7, 2, graph),
+        "end_group_alone": field(99, 4) + field(7, 2, graph),
+        "truncated_length": field(7, 2, graph)[:-3],
+        "varint_11_bytes": b"\x08" + b"\xff" * 10 + b"\x01",
+        "field_number_0": b"\x02\x00" + field(7, 2, graph),
+        "deep_nesting": field(7, 2, _deep_graph(300)),
+    }
+    words = {"group_first": "outside.bin", "nested_groups": "outside.bin",
+             "fixed64_first": "outside.bin", "sparse_initializer": "outside.bin",
+             "function_attribute_default": "outside.bin", "training_info": "outside.bin",
+             "duplicate_location": "outside.bin"}
+    made = {}
+    for name, data in cases.items():
+        path = folder / name / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.arange(4, dtype=np.float32).tofile(path.parent / "inside.bin")
+        path.write_bytes(good + data)  # appended fields merge into the message (protobuf rule)
+        made[name] = (path, words.get(name, "well-formed protobuf"))
+    return made
+
+
+def _deep_graph(depth: int) -> bytes:
+    """GraphProto -> node -> attribute -> graph ... `depth` times: nesting beyond any real model."""
+    inner = b""
+    for _ in range(depth):
+        inner = field(1, 2, field(5, 2, field(6, 2, inner)))
+    return inner
+
+
+# ---- hostile artifacts: every file a command reads, edited the ways a file can go wrong
+
+
+def hostile_meta(good: dict) -> dict[str, dict]:
+    """meta.json variants (name -> document) that must be refused with one line."""
+    shard = good["shards"][0]
+    return {
+        "shards_not_a_list": {**good, "shards": "shard-00000.npy"},
+        "shard_path_traversal": {**good, "shards": [{**shard, "file": "../../etc/passwd"}]},
+        "shard_absolute": {**good, "shards": [{**shard, "file": "/etc/passwd"}]},
+        "negative_count": {**good, "shards": [{**shard, "count": -1}]},
+        "count_is_a_string": {**good, "count": "512"},
+        "huge_d": {**good, "d": 10**9},
+        "d_is_bool": {**good, "d": True},
+        "missing_model": {k: v for k, v in good.items() if k != "model_id"},
+        "count_mismatch": {**good, "count": good["count"] + 1},
+        "weights_not_hex": {**good, "model_weights_sha256": "zz"},
+        "images_not_a_list": {**good, "images": 7},
+    }
+
+
+def hostile_sae_cfg(good: dict) -> dict[str, dict]:
+    """SAE cfg.json variants that must be refused before anything is allocated."""
+    return {
+        "k_zero": {**good, "k": 0},
+        "k_above_n": {**good, "k": 10**6},
+        "k_float": {**good, "k": 8.5},
+        "k_edited": {**good, "k": good["k"] - 1},
+        "expansion_huge": {**good, "expansion": 10**9},
+        "d_string": {**good, "d": "32"},
+        "format_other": {**good, "format": "something"},
+    }
+
+
+def hostile_steering(good: dict) -> dict[str, dict]:
+    """steering.json variants that must be refused (values go into a float32 graph)."""
+    return {
+        "gamma_inf32": {**good, "gamma": 1e39},
+        "tau_nan": {**good, "tau": float("nan")},
+        "lambda_negative": {**good, "lambda": -1.0},
+        "quantile_two": {**good, "quantile": 2.0},
+        "gamma_string": {**good, "gamma": "1.5"},
+        "extra_key": {**good, "surprise": 1},
+        "checksum_short": {**good, "sae_sha256": "abc"},
+    }
+
+
+CLI_NUMBERS = [
+    ("train", "--batch-size", "0"), ("train", "--batch-size", "10000000000"),
+    ("train", "--lr", "nan"), ("train", "--lr", "inf"), ("train", "--lr", "-1"),
+    ("train", "--k", "0"), ("train", "--epochs", "-3"), ("train", "--aux-coef", "inf"),
+    ("train", "--warmup-frac", "1"), ("train", "--seed", "-1"), ("train", "--k", "x"),
+    ("calibrate", "--gamma", "1e39"), ("calibrate", "--gamma", "0"), ("calibrate", "--lambda", "nan"),
+    ("calibrate", "--quantile", "0"), ("calibrate", "--quantile", "1.5"),
+]
+"""(command, option, value): numbers that must be refused with one line and exit 2."""

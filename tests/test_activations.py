@@ -13,6 +13,8 @@ from vs2_export.errors import Vs2Error
 from vs2_export.extract import extract
 from vs2_export.store import ActivationStore, epoch_order
 
+DEMO = ModelSpec()
+
 
 def by_image(folder):
     store = ActivationStore(folder)
@@ -24,7 +26,7 @@ def full(tmp_path_factory):
     """10 images extracted in one go (the reference)."""
     root = tmp_path_factory.mktemp("ext")
     images = noise_images(root / "images", 10, size=48)
-    extract(ExtractConfig(images, root / "full", batch_size=4, shard_size=3))
+    extract(ExtractConfig(images, root / "full", DEMO, batch_size=4, shard_size=3))
     return root, images
 
 
@@ -43,10 +45,10 @@ def test_append_extracts_only_new_images(full, tmp_path):
     part.mkdir()
     for p in sorted(images.glob("*.png"))[:6]:
         shutil.copy(p, part)
-    extract(ExtractConfig(part, tmp_path / "acts", batch_size=4, shard_size=3))
+    extract(ExtractConfig(part, tmp_path / "acts", DEMO, batch_size=4, shard_size=3))
     for p in sorted(images.glob("*.png"))[6:]:
         shutil.copy(p, part)
-    report = extract(ExtractConfig(part, tmp_path / "acts", batch_size=4, shard_size=3,
+    report = extract(ExtractConfig(part, tmp_path / "acts", DEMO, batch_size=4, shard_size=3,
                                    append=True))
     assert report.count == 10
     got, want = by_image(tmp_path / "acts"), by_image(root / "full")
@@ -62,8 +64,8 @@ def test_interrupted_extraction_resumes_with_append(full, tmp_path):
     for f in sorted((tmp_path / "acts").glob("shard-*"))[-3:]:  # ... and before the last shards
         f.unlink()
     with pytest.raises(Vs2Error, match="--append"):
-        extract(ExtractConfig(images, tmp_path / "acts", batch_size=4, shard_size=3))
-    extract(ExtractConfig(images, tmp_path / "acts", batch_size=4, shard_size=3, append=True))
+        extract(ExtractConfig(images, tmp_path / "acts", DEMO, batch_size=4, shard_size=3))
+    extract(ExtractConfig(images, tmp_path / "acts", DEMO, batch_size=4, shard_size=3, append=True))
     got, want = by_image(tmp_path / "acts"), by_image(root / "full")
     assert sorted(got) == sorted(want)
 
@@ -72,8 +74,8 @@ def test_append_refuses_another_model(full, tmp_path):
     root, images = full
     shutil.copytree(root / "full", tmp_path / "acts")
     with pytest.raises(Vs2Error, match="holds activations of"):
-        extract(ExtractConfig(images, tmp_path / "acts", append=True,
-                              model=ModelSpec("ViT-B-32", "none")))
+        extract(ExtractConfig(images, tmp_path / "acts", ModelSpec("ViT-B-32", "none"),
+                              append=True))
 
 
 def test_epoch_order_is_a_seeded_permutation_local_to_few_shards():

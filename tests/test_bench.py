@@ -30,8 +30,11 @@ def exported(tmp_path_factory):
 
 
 def test_bench_emits_wellformed_json_and_png(exported):
-    report = bench(BenchConfig(exported, batches=(1, 2), runs=2, warmup=0, ablations=True))
-    on_disk = json.loads((exported / "bench.json").read_text())
+    report = bench(BenchConfig(exported, batches=(1, 2), runs=2, warmup=0, ablations=True,
+                               run=exported.parent))
+    on_disk = json.loads((exported.parent / "reports" / "variants.bench.json").read_text())
+    assert sorted(p.name for p in exported.iterdir()) == [  # bench leaves the export as it was
+        "manifest.int8.json", "manifest.json", "model.int8.onnx", "model.onnx"]
     assert on_disk["rows"][0]["name"] == report["rows"][0]["name"] == "pytorch eager + hook"
     names = [r["name"] for r in on_disk["rows"]]
     assert {"onnx bare encoder", "fused fp32", "fused int8", "ablation: full last block"} <= set(names)
@@ -45,7 +48,7 @@ def test_bench_emits_wellformed_json_and_png(exported):
     assert on_disk["matmul_2048_gflops"] > 0 and on_disk["threads"] >= 1
     assert on_disk["ort_fusions"]["fp32"]["nodes"] > 0
     assert all(isinstance(t["met"], bool) for t in on_disk["targets"])
-    with Image.open(exported / "bench.png") as chart:
+    with Image.open(exported.parent / "reports" / "variants.bench.png") as chart:
         assert chart.format == "PNG" and chart.size[0] > 400
 
 

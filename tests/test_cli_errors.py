@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 
+import hostile
 import numpy as np
 import pytest
 import torch
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from vs2_export import cli
 from vs2_export.calibrate import calibrate
 from vs2_export.config import CalibrateConfig, TrainConfig
+from vs2_export.errors import Vs2Error
 from vs2_export.sae import WEIGHTS_FILE
 from vs2_export.store import store_array
 from vs2_export.train import train_sae
@@ -78,17 +80,17 @@ def test_calibrate_sae_width_differs_from_activations(work):
 
 def test_export_sae_width_differs_from_model(work):
     calibrate(CalibrateConfig(work / "acts32", work / "sae32", work / "steering32.json"))
-    expect_error(2, "export", "--sae", work / "sae32", "--steering", work / "steering32.json",
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae32", "--steering", work / "steering32.json",
                  "--out", work / "x1", words=("d=32", "d=128"))
 
 
 def test_export_activations_from_another_model(work):
-    expect_error(2, "export", "--sae", work / "sae128", "--steering", work / "steering128.json",
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering", work / "steering128.json",
                  "--out", work / "x2", words=("other-model", "vs2-demo"))
 
 
 def test_export_steering_from_another_sae(work):
-    expect_error(2, "export", "--sae", work / "sae128b", "--steering", work / "steering128.json",
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128b", "--steering", work / "steering128.json",
                  "--out", work / "x3", words=("calibrated for SAE",))
 
 
@@ -101,7 +103,7 @@ def test_export_steering_from_another_sae(work):
 def test_export_bad_class_file(work, tmp_path, content, words):
     classes = tmp_path / "classes.txt"
     classes.write_bytes(content if isinstance(content, bytes) else content.encode())
-    expect_error(2, "export", "--sae", work / "sae128", "--steering", work / "steering128.json",
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering", work / "steering128.json",
                  "--out", tmp_path / "x", "--classes", classes, words=words)
 
 
@@ -181,7 +183,7 @@ def test_existing_outputs_need_force(work, tmp_path):
                  "1", words=("--force",))
     (tmp_path / "exported").mkdir()
     (tmp_path / "exported" / "model.onnx").write_bytes(b"somebody's model")
-    expect_error(2, "export", "--sae", work / "sae128", "--steering", work / "steering128.json",
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering", work / "steering128.json",
                  "--out", tmp_path / "exported", words=("exists already", "--force"))
     assert (tmp_path / "exported" / "model.onnx").read_bytes() == b"somebody's model"
 
@@ -193,7 +195,7 @@ def test_existing_outputs_need_force(work, tmp_path):
 @pytest.mark.parametrize("command", ["extract", "train"])
 def test_torch_device_cuda_without_a_gpu(work, tmp_path, command):
     (tmp_path / "img").mkdir()
-    args = (["extract", "--images", tmp_path / "img", "--out", tmp_path / "a"]
+    args = (["extract", "--images", tmp_path / "img", "--out", tmp_path / "a", "--model", "vs2-demo"]
             if command == "extract" else ["train", "--acts", work / "acts128", "--out",
                                           tmp_path / "s"])
     expect_error(2, *args, "--device", "cuda", words=("expected a CUDA GPU", "--device cpu"))
@@ -238,3 +240,91 @@ def test_json_output_is_machine_readable(work, tmp_path):
     code, out, _ = invoke("calibrate", "--acts", work / "acts128", "--sae", work / "sae128",
                           "--out", tmp_path / "s.json", "--json")
     assert code == 0 and json.loads(out)["format"] == "vs2-steering"
+
+
+# ---- issue 10: hostile artifacts and numbers, exit 2 and one line each (never exit 3)
+
+
+@pytest.mark.parametrize("name", sorted(hostile.hostile_meta({"shards": [{}], "count": 0})))
+def test_hostile_meta_json_is_refused(work, tmp_path, name):
+    import shutil
+    acts = tmp_path / "acts"
+    shutil.copytree(work / "acts128", acts)
+    good = json.loads((acts / "meta.json").read_text())
+    (acts / "meta.json").write_text(json.dumps(hostile.hostile_meta(good)[name]))
+    expect_error(2, "calibrate", "--acts", acts, "--sae", work / "sae128", "--out",
+                 tmp_path / "s.json", words=("activation store",))
+
+
+@pytest.mark.parametrize("name", sorted(hostile.hostile_sae_cfg({"k": 1})))
+def test_hostile_sae_cfg_is_refused(work, tmp_path, name):
+    import shutil
+    sae = tmp_path / "sae"
+    shutil.copytree(work / "sae128", sae)
+    good = json.loads((sae / "cfg.json").read_text())
+    (sae / "cfg.json").write_text(json.dumps(hostile.hostile_sae_cfg(good)[name]))
+    expect_error(2, "calibrate", "--acts", work / "acts128", "--sae", sae, "--out",
+                 tmp_path / "s.json", words=("SAE",))
+
+
+@pytest.mark.parametrize("name", sorted(hostile.hostile_steering({})))
+def test_hostile_steering_json_is_refused(work, tmp_path, name):
+    good = json.loads((work / "steering128.json").read_text())
+    bad = tmp_path / "steering.json"
+    bad.write_text(json.dumps(hostile.hostile_steering(good)[name]))
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering", bad,
+                 "--out", tmp_path / "x", words=("steering",))
+
+
+@pytest.mark.parametrize("command, option, value", hostile.CLI_NUMBERS)
+def test_hostile_numbers_are_refused(work, tmp_path, command, option, value):
+    common = {"train": ["--acts", work / "acts128", "--out", tmp_path / "sae"],
+              "calibrate": ["--acts", work / "acts128", "--sae", work / "sae128", "--out",
+                            tmp_path / "s.json"]}[command]
+    expect_error(2, command, *common, option, value, words=(option.lstrip("-").split("-")[0],))
+
+
+def test_usage_errors_are_one_line(work):
+    for args in (["train", "--acts"], ["train", "--nope", "1"], ["nosuch"], ["extract", "--images", "x",
+                                                                             "--out", "y"]):
+        line = expect_error(2, *args)
+        assert "--help" in line
+
+
+def test_non_finite_activations_stop_training_and_keep_the_old_sae(work, tmp_path):
+    import shutil
+    sae = tmp_path / "sae"
+    shutil.copytree(work / "sae128", sae)
+    before = {p.name: p.read_bytes() for p in sae.iterdir()}
+    h = synthetic_activations(256, DEMO_WIDTH)
+    h[3, 5] = np.inf
+    acts = store_array(tmp_path / "acts", h, "other-model", "none")
+    expect_error(2, "train", "--acts", acts, "--out", sae, "--force", "--epochs", "1",
+                 words=("NaN or Inf",))
+    assert {p.name: p.read_bytes() for p in sae.iterdir()} == before
+
+
+def test_a_loss_that_diverges_stops_training(work, tmp_path, monkeypatch):
+    from vs2_export.train import loop
+    real = loop.train_step
+
+    def diverging(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        return {**metrics, "fvu": float("nan")}
+    monkeypatch.setattr(loop, "train_step", diverging)
+    expect_error(2, "train", "--acts", work / "acts128", "--out", tmp_path / "sae", "--epochs", "1",
+                 words=("non-finite", "step 0"))
+    assert not (tmp_path / "sae" / "cfg.json").exists()
+
+
+def test_resume_refuses_another_store_at_the_same_path(work, tmp_path):
+    from vs2_export.distributed import Comm
+    from vs2_export.store import ActivationStore
+    from vs2_export.train.checkpoint import load_checkpoint, save_checkpoint
+    from vs2_export.train.recipe import FireStats, init_sae
+    cfg = TrainConfig(work / "acts128", tmp_path / "sae", expansion=2, k=8, resume=True)
+    sae = init_sae(cfg, ActivationStore(cfg.acts))
+    save_checkpoint(cfg.out, 3, sae, torch.optim.Adam(sae.parameters()), FireStats.zeros(sae.cfg.n),
+                    cfg, store_id="0" * 64)
+    with pytest.raises(Vs2Error, match="other content at the same path"):
+        load_checkpoint(cfg.out, cfg, Comm(), ActivationStore(cfg.acts).meta.store_id)

@@ -25,7 +25,7 @@ def flow(tmp_path_factory):
     unlabeled = demo_data.generate_unlabeled(work / "unlabeled", 400, "target", seed=3)
     val = demo_data.generate_labeled(work / "val", 6, "target", seed=4)
     demo_data.write_classes(work / "classes.txt")
-    vs2("extract", "--images", unlabeled, "--out", work / "acts")
+    vs2("extract", "--images", unlabeled, "--out", work / "acts", "--model", "vs2-demo")
     vs2("train", "--acts", work / "acts", "--out", work / "sae", "--k", 16, "--epochs", 10,
         "--batch-size", 128)
     vs2("calibrate", "--acts", work / "acts", "--sae", work / "sae", "--out",
@@ -37,44 +37,67 @@ def flow(tmp_path_factory):
 
 def test_verify_passes_and_writes_a_report(flow):
     work, val = flow
-    result = vs2("verify", work / "exported", "--images", val, "--json")
-    assert json.loads(result.output)["verdict"] == "PASS"
-    assert json.loads((work / "exported" / "parity_report.json").read_text())["verdict"] == "PASS"
+    result = vs2("verify", work / "exported", "--run", work, "--images", val, "--json")
+    assert json.loads(result.stdout)["verdict"] == "PASS"
+    assert json.loads((work / "reports" / "exported.verify.json").read_text())["verdict"] == "PASS"
 
 
-def test_verify_fails_on_a_tampered_graph(flow, tmp_path):
+def test_verify_defaults_to_the_stores_own_images(flow):
+    """No --images: the images the SAE's activation store was extracted from (meta.json)."""
+    work, _ = flow
+    report = json.loads(vs2("verify", work / "exported", "--run", work, "--max-images", 20,
+                            "--json").stdout)
+    assert report["verdict"] == "PASS" and report["n_images"] == 20
+    assert all("unlabeled" in p for p in report["images"])
+
+
+def test_verify_fails_on_a_tampered_graph_and_prints_the_json(flow, tmp_path):
     work, val = flow
     shutil.copytree(work / "exported", tmp_path / "tampered")
     tamper_one_weight(tmp_path / "tampered" / "model.onnx", "conv1")
-    result = vs2("verify", tmp_path / "tampered", "--images", val, code=1)
-    assert "parity FAIL" in result.output and "embedding" in result.output
+    result = vs2("verify", tmp_path / "tampered", "--run", work / "exports" / "exported.json",
+                 "--images", val, "--json", code=1)
+    report = json.loads(result.stdout)  # --json prints the report on failure too
+    assert report["verdict"] == "FAIL"
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("vs2: parity FAIL") and "embedding.cosine_min" in line
+    assert ".png" in line  # the failing images are named
 
 
 def test_classify_prints_top_classes(flow):
     work, val = flow
     image = next((val / demo_data.CLASSES[0]).iterdir())
     result = vs2("classify", work / "exported", image, "--top", 2, "--json")
-    prediction = json.loads(result.output)["predictions"][0]
+    prediction = json.loads(result.stdout)["predictions"][0]
     assert len(prediction["top"]) == 2 and prediction["top"][0][0] in demo_data.CLASSES
+    folder = json.loads(vs2("classify", work / "exported" / "model.onnx", val / demo_data.CLASSES[0],
+                            "--json").stdout)  # a model file and a folder of images
+    assert len(folder["predictions"]) == 6
 
 
 def test_eval_reports_both_accuracies_per_class(flow):
     work, val = flow
-    result = vs2("eval", work / "exported", "--images", val)
-    assert "zero-shot" in result.output and "ALL" in result.output
-    report = json.loads((work / "exported" / "eval_report.json").read_text())
+    result = vs2("eval", work / "exported" / "model.onnx", "--images", val, "--run", work)
+    assert "zero-shot" in result.stdout and "ALL" in result.stdout
+    report = json.loads((work / "reports" / "exported.eval.json").read_text())
     assert report["n_images"] == 6 * len(demo_data.CLASSES)
     assert 0 <= report["zero_shot_top1"] <= 1 and len(report["per_class"]) == len(demo_data.CLASSES)
+
+
+def test_the_export_folder_holds_only_what_ships(flow):
+    """After export, verify, eval (and classify) nothing but models and manifests is there."""
+    work, _ = flow
+    assert sorted(p.name for p in (work / "exported").iterdir()) == ["manifest.json", "model.onnx"]
 
 
 def test_existing_outputs_are_not_overwritten_without_force(flow):
     work, _ = flow
     result = vs2("calibrate", "--acts", work / "acts", "--sae", work / "sae", "--out",
                  work / "steering.json", code=2)
-    assert "--force" in result.output
+    assert "--force" in result.stderr
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
     result = vs2("quickstart", "--workdir", tmp_path, "--n-unlabeled", 300, "--epochs", 5)
-    assert "parity PASS" in result.output and "ALL" in result.output
+    assert "parity PASS" in result.stdout and "ALL" in result.stdout
     assert (tmp_path / "exported" / "vs2-demo" / "model.onnx").is_file()

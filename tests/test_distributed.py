@@ -9,7 +9,7 @@ import pytest
 import torch
 from pipeline import noise_images
 
-from vs2_export.config import ExtractConfig, TrainConfig
+from vs2_export.config import ExtractConfig, ModelSpec, TrainConfig
 from vs2_export.extract import extract
 from vs2_export.sae import load_sae
 from vs2_export.store import ActivationStore
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_two_process_extraction_equals_one_process(tmp_path):
     images = noise_images(tmp_path / "images", 11, size=48)
-    extract(ExtractConfig(images, tmp_path / "one", batch_size=4, shard_size=4))
-    torchrun("extract", "--images", str(images), "--out", str(tmp_path / "two"),
+    extract(ExtractConfig(images, tmp_path / "one", ModelSpec(), batch_size=4, shard_size=4))
+    torchrun("extract", "--model", "vs2-demo", "--images", str(images), "--out", str(tmp_path / "two"),
              "--batch-size", "4", "--shard-size", "4")
     one, two = ActivationStore(tmp_path / "one"), ActivationStore(tmp_path / "two")
     assert two.images == one.images                       # same rows, same order

@@ -17,7 +17,7 @@ from vs2_export.demo.data import generate_labeled, generate_unlabeled
 from vs2_export.errors import CheckFailed, Vs2Error
 from vs2_export.export import export
 from vs2_export.precision import head_nodes
-from vs2_export.runtime.contract import model_path
+from vs2_export.runtime.contract import model_path, report_path
 from vs2_export.runtime.session import Vs2Session
 from vs2_export.verify import verify
 
@@ -53,7 +53,7 @@ def test_each_variant_is_its_own_file_with_its_precision(demo):
         session = Vs2Session(model_path(out, precision))
         assert session.manifest.precision == precision
         if precision != "fp32":  # the export-time self-check against the fp32 graph ran
-            check = json.loads((out / f"export_check.{precision}.json").read_text())
+            check = json.loads(report_path(out.parent, out.name, "export_check", precision).read_text())
             assert check["verdict"] in ("PASS", "FAIL") and check["n_images"] == 16
         pixels = np.zeros((2, 3, 64, 64), np.float32)
         base, steered = session.run(pixels, lambda_=0.0), session.run(pixels)
@@ -96,18 +96,28 @@ def test_int8_quantises_the_trunk_not_the_head(demo):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_variant_passes_verify_on_labeled_folder(demo, precision):
     _, out, labeled = demo
-    report = verify(VerifyConfig(out, labeled, batch_size=16, precision=precision))
-    assert report["verdict"] == "PASS" and report["precision"] == precision
-    assert (out / f"parity_report.{precision}.json").is_file()
+    report = verify(VerifyConfig(out, out.parent, labeled, batch_size=16, precision=precision))
+    assert report.verdict == "PASS" and report.precision == precision
+    # the same rules as fp32: every image judged (near-ties on the aligned reference)
+    judged = {c.name: c.judged for c in report.checks}
+    assert judged["embedding.cosine_min"] >= (1 - 0.05) * len(report.images), judged
+    assert report_path(out.parent, out.name, "verify", precision).is_file()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "manifest.json",
+         "manifest.fp16.json", "manifest.int8.json"])
 
 
 def test_int8_that_breaks_its_tolerance_fails(demo, tmp_path):
     _, out, labeled = demo
     copy = tmp_path / "broken"
     shutil.copytree(out, copy)
+    record = json.loads((out.parent / "exports" / "variants.json").read_text())
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "broken.json").write_text(json.dumps(record))
     tamper_one_weight(copy / "model.int8.onnx", "head.proj", delta=50.0)
     with pytest.raises(CheckFailed, match="embedding"):
-        verify(VerifyConfig(copy, labeled, batch_size=16, precision="int8"))
+        verify(VerifyConfig(copy, out.parent / "exports" / "variants.json", labeled,
+                            batch_size=16, precision="int8"))
 
 
 def test_dynamic_int8_and_missing_calibration(demo, tmp_path):
@@ -117,10 +127,11 @@ def test_dynamic_int8_and_missing_calibration(demo, tmp_path):
     empty.mkdir()
     with pytest.raises(Vs2Error, match="calibration"):
         export(ExportConfig(*args, tmp_path / "a", DEMO, precisions=("int8",), calibration=empty))
+    assert not (tmp_path / "a" / "model.onnx").exists()  # refused before anything was written
     out = tmp_path / "dyn"
     export(ExportConfig(*args, out, DEMO, work / "classes.txt", precisions=("int8",),
                         int8_mode="dynamic", calibration=empty))
-    assert verify(VerifyConfig(out, labeled, precision="int8"))["verdict"] == "PASS"
+    assert verify(VerifyConfig(out, work, labeled, precision="int8")).verdict == "PASS"
 
 
 def test_precision_config_is_validated(tmp_path):

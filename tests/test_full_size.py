@@ -37,9 +37,9 @@ def test_vit_b32_graph_contract(vit_b32):
 
 def test_vit_b32_parity_passes(vit_b32):
     work, images, exported = vit_b32
-    report = verify(VerifyConfig(exported, images, batch_size=8))
-    assert report["verdict"] == "PASS"
-    cosine = {c["name"]: c["value"] for c in report["checks"]}["embedding.cosine_min"]
+    report = verify(VerifyConfig(exported, work, images, batch_size=8))
+    assert report.verdict == "PASS"
+    cosine = {c.name: c.value for c in report.checks}["embedding.cosine_min"]
     assert cosine >= 0.99999
 
 
@@ -48,5 +48,5 @@ def test_vit_b32_tampered_weight_fails_parity(vit_b32, tmp_path):
     copy = tmp_path / "tampered"
     shutil.copytree(exported, copy)
     tamper_one_weight(copy / "model.onnx", "conv1")
-    with pytest.raises(CheckFailed, match="embedding"):
-        verify(VerifyConfig(copy, images, batch_size=8))
+    with pytest.raises(CheckFailed, match="parity FAIL"):
+        verify(VerifyConfig(copy, work / "exports" / "exported.json", images, batch_size=8))

@@ -90,7 +90,8 @@ def _not_utf8(name: bytes) -> bool:
 @pytest.fixture(scope="module")
 def hostile_store(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("acts") / "acts"
-    done = run_vs2("extract", "--images", corpus.root, "--out", out, "--json", "--batch-size", 4)
+    done = run_vs2("extract", "--images", corpus.root, "--out", out, "--json", "--batch-size", 4,
+                   "--model", "vs2-demo")
     return done, out
 
 
@@ -118,7 +119,7 @@ def test_calibrate_on_the_hostile_store(hostile_store, exported, tmp_path):
 
 @needs_demo
 def test_verify_on_the_hostile_folder(exported, corpus):
-    done = run_vs2("verify", exported, "--images", corpus.root, "--json")
+    done = run_vs2("verify", exported, "--run", exported.parent, "--images", corpus.root, "--json")
     assert done.returncode == 0, text(done.stderr)[-3000:]
     report = json.loads(done.stdout)
     assert report["verdict"] == "PASS" and report["n_images"] == len(corpus.good)
@@ -158,7 +159,8 @@ def test_classify_mixed_files_text_output(exported, corpus, tmp_path):
 
 @needs_demo
 @pytest.mark.parametrize("name", ["zero_bytes.jpg", "truncated.jpg", "truncated.png",
-                                  "text_named.jpg", "bomb.png", "pipe.jpg", "dangling.png"])
+                                  "text_named.jpg", "bomb.png", "pipe.jpg", "dangling.png",
+                                  "sliver_1x100000.png"])
 def test_classify_one_bad_file_is_one_error_line(exported, corpus, name):
     done = run_vs2("classify", exported, corpus.root / name, timeout=60)
     assert_clean_failure(done, 2, "none of the 1 images", name)
@@ -197,8 +199,35 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, location, nested,
         assert "expected external data inside the model's folder" in str(info.value)
 
 
-def test_external_data_scan_survives_garbage(tmp_path):
-    for i, data in enumerate([b"", b"\xff" * 50, b"\x3a\xff\xff\xff\xff\x0f", os.urandom(4096)]):
-        path = tmp_path / f"g{i}.onnx"
-        path.write_bytes(data)
-        assert external_data_locations(path) == []
+def test_garbage_is_refused_not_half_scanned(tmp_path):
+    from vs2_export.runtime.onnx_wire import WireError
+    assert external_data_locations(_write(tmp_path / "empty.onnx", b"")) == []
+    for i, data in enumerate([b"\xff" * 50, b"\x3a\xff\xff\xff\xff\x0f", b"\x0f" + os.urandom(4096)]):
+        with pytest.raises(WireError):
+            external_data_locations(_write(tmp_path / f"g{i}.onnx", data))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_crafted_protobuf_cannot_skip_the_external_data_check(tmp_path):
+    """Groups, fixed fields, sparse initializers, function defaults, training info, repeated
+    entries: the location is found; malformed wire data is refused, never half-scanned."""
+    from hostile import crafted_models
+
+    from vs2_export.runtime.session import ModelError, Vs2Session
+    for name, (model, word) in crafted_models(tmp_path / "crafted").items():
+        with pytest.raises(ModelError) as info:
+            Vs2Session(model)
+        assert word in str(info.value), (name, str(info.value))
+
+
+def test_hardlinked_external_data_is_refused(tmp_path):
+    from vs2_export.runtime.session import ModelError, Vs2Session
+    model = model_with_external_data(tmp_path / "m", "data.bin")
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    os.link(tmp_path / "secret.bin", tmp_path / "m" / "data.bin")
+    with pytest.raises(ModelError, match="hardlink"):
+        Vs2Session(model)

@@ -114,7 +114,7 @@ def first_shard(out: Path) -> Path:
 
 def test_extract_killed_after_the_first_shard_resumes(work, tmp_path):
     out = tmp_path / "acts"
-    proc = spawn(tmp_path, "extract", "--images", work / "images", "--out", out,
+    proc = spawn(tmp_path, "extract", "--model", "vs2-demo", "--images", work / "images", "--out", out,
                  "--batch-size", 8, "--shard-size", 16)
     kill_when(proc, lambda: first_shard(out).exists())
     assert_final_files_sound(out)
@@ -123,7 +123,7 @@ def test_extract_killed_after_the_first_shard_resumes(work, tmp_path):
         ActivationStore(out)  # what train and calibrate open: refused, clearly
     with pytest.raises(Vs2Error, match="--append"):  # never silently restarted over held shards
         extract(ExtractConfig(work / "images", out, ModelSpec()))
-    done = run_vs2("extract", "--images", work / "images", "--out", out, "--append",
+    done = run_vs2("extract", "--model", "vs2-demo", "--images", work / "images", "--out", out, "--append",
                    "--shard-size", 16)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(ActivationStore(out)) == N_IMAGES
@@ -133,7 +133,7 @@ def test_extract_force_killed_never_mixes_two_runs(work, tmp_path):
     """--force over a complete store, from other images, killed after the first new shard."""
     out = tmp_path / "acts"
     shutil.copytree(work / "acts", out)
-    proc = spawn(tmp_path, "extract", "--images", work / "images2", "--out", out, "--force",
+    proc = spawn(tmp_path, "extract", "--model", "vs2-demo", "--images", work / "images2", "--out", out, "--force",
                  "--batch-size", 8, "--shard-size", 16)
     kill_when(proc, new_inode(first_shard(out)))
     assert_final_files_sound(out)
@@ -198,8 +198,9 @@ def test_export_killed_while_writing_the_graph_leaves_no_model(work, tmp_path):
     assert Vs2Session(out).manifest.classes == ("alpha", "beta", "gamma")
 
 
-def test_export_force_killed_after_the_companions_is_caught_by_verify(work, tmp_path):
-    """The old graph stays loadable; verify names the inconsistency instead of 'parity FAIL'."""
+def test_export_force_killed_before_the_record_is_caught_by_verify(work, tmp_path):
+    """A kill after the new model.onnx but before the new record: verify names the mismatch
+    (the manifest's SAE is not the recorded one) instead of a bare 'parity FAIL'."""
     out = tmp_path / "exported"
     export(ExportConfig(work / "sae", work / "steering.json", out, ModelSpec(),
                         _classes(work)))
@@ -207,10 +208,10 @@ def test_export_force_killed_after_the_companions_is_caught_by_verify(work, tmp_
     train_sae(TrainConfig(work / "acts", other, expansion=2, k=8, batch_size=128, epochs=1, seed=3))
     calibrate(CalibrateConfig(work / "acts", other, tmp_path / "steering2.json"))
     proc = spawn(tmp_path, *_export_args(work, out, other, tmp_path / "steering2.json"), "--force")
-    kill_when(proc, new_inode(out / "steering.json"))
+    kill_when(proc, new_inode(out / "manifest.json"))
     assert_final_files_sound(out)
-    assert_clean_failure(run_vs2("verify", out, "--images", work / "images", "--max-images", 8),
-                         2, "re-export with --force")
+    assert_clean_failure(run_vs2("verify", out, "--run", work, "--images", work / "images",
+                                 "--max-images", 8), 1, "manifest.sae")
     export(ExportConfig(other, tmp_path / "steering2.json", out, ModelSpec(), _classes(work),
                         force=True))
-    assert verify(VerifyConfig(out, work / "images", max_images=8))["verdict"] == "PASS"
+    assert verify(VerifyConfig(out, tmp_path, work / "images", max_images=8)).verdict == "PASS"

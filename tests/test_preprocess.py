@@ -170,3 +170,30 @@ def test_list_images_nested_mixed_case_and_symlink_loop(tmp_path):
 def test_list_images_not_a_directory(tmp_path):
     with pytest.raises(ImageError, match="directory"):
         list_images(tmp_path / "missing")
+
+
+def test_extreme_aspect_ratios_are_refused_before_any_resize(tmp_path):
+    """A 1 x 100000 PNG is 177 bytes; resized 'shortest' to 224 it would be 224 x 22.4 M
+    pixels (15 GB). It is refused from its header, and a folder goes on without it."""
+    from vs2_export.runtime.preprocess import MAX_ASPECT_RATIO, ImageError, resize_crop
+    Image.new("L", (100_000, 1)).save(tmp_path / "sliver.png")
+    Image.new("RGB", (30, 20), "red").save(tmp_path / "ok.png")
+    spec = PreprocessSpec(image_size=224)
+    batch = preprocess_paths([tmp_path / "sliver.png", tmp_path / "ok.png"], spec)
+    assert [p.name for p in batch.paths] == ["ok.png"]
+    assert "aspect ratio" in batch.skipped[0][1]
+    with pytest.raises(ImageError, match="aspect ratio"):
+        resize_crop(Image.new("L", (1, int(MAX_ASPECT_RATIO) + 1)), spec)
+    resize_crop(Image.new("L", (1, int(MAX_ASPECT_RATIO))), PreprocessSpec(image_size=16))
+    with pytest.raises(ImageError, match="too large"):  # S = 4096: the target is bounded too
+        resize_crop(Image.new("L", (1, 100)), PreprocessSpec(image_size=4096))
+
+
+def test_one_list_of_extensions(tmp_path):
+    from vs2_export.runtime.preprocess import image_files, list_images
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.tiff")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.gif")
+    assert [p.name for p in list_images(tmp_path)] == ["a.tiff"]
+    files, skipped = image_files([tmp_path / "a.tiff", tmp_path / "b.gif", tmp_path])
+    assert [p.name for p in files] == ["a.tiff", "a.tiff"]
+    assert skipped[0][0].name == "b.gif" and "not one of" in skipped[0][1]

@@ -23,10 +23,12 @@ def config(store, out, **kw):
 
 def test_training_reconstructs_and_reports(store, tmp_path):
     report = train_sae(config(store, tmp_path / "sae"))
-    assert report["fvu"] < 0.15, report["fvu"]
-    assert report["curve"][0]["fvu"] > report["fvu"]
-    assert 0 < report["l0"] <= 8
-    assert 0 <= report["dead_frac"] < 1
+    assert report.fvu < 0.15, report.fvu
+    assert report.curve[0]["fvu"] > report.fvu
+    assert 0 < report.l0 <= 8
+    assert 0 <= report.dead_frac < 1
+    # one definition: the last curve record and the report agree
+    assert report.dead_frac == report.curve[-1]["dead_frac"]
     sae, _ = load_sae(tmp_path / "sae")
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(sae.cfg.n))
     assert (tmp_path / "sae" / "train_report.json").is_file()

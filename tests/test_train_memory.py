@@ -51,7 +51,7 @@ thread.start()
 report = train_sae(config(sys.argv[1], sys.argv[2]))
 done.append(1)
 thread.join()
-print(json.dumps({"base_mb": base, "peak_mb": peak[0], "fvu": report["fvu"]}))
+print(json.dumps({"base_mb": base, "peak_mb": peak[0], "fvu": report.fvu}))
 """
 
 

@@ -41,7 +41,7 @@ def test_pass_loss_pulls_codes_to_their_class_prototype(tmp_path):
         out = tmp_path / f"sae{coef}"
         report = train_sae(TrainConfig(store, out, expansion=2, k=8, batch_size=128, epochs=15,
                                        labels=True, pass_coef=coef))
-        assert report["classes"] == ["class0", "class1", "class2", "class3"]
+        assert list(report.classes) == ["class0", "class1", "class2", "class3"]
         share[coef] = within_class_share(load_sae(out)[0], h, y)
     assert share[0.8] < share[0.0] - 0.05, share      # measured: 0.81 vs 0.90
 

@@ -53,9 +53,9 @@ def test_killed_run_resumes_to_the_same_weights(store, tmp_path):
     resumed = train_sae(TrainConfig(**{**opts, "resume": True}))
     a, b = load_sae(tmp_path / "whole")[0].state_dict(), load_sae(tmp_path / "killed")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["fvu"] == whole["fvu"]
-    steps = [r["step"] for r in resumed["curve"]]
-    assert steps == sorted(set(steps)) and steps == [r["step"] for r in whole["curve"]]
+    assert resumed.fvu == whole.fvu
+    steps = [r["step"] for r in resumed.curve]
+    assert steps == sorted(set(steps)) and steps == [r["step"] for r in whole.curve]
 
 
 def test_resume_refuses_a_checkpoint_of_other_options(store, tmp_path):
@@ -68,4 +68,4 @@ def test_resume_refuses_a_checkpoint_of_other_options(store, tmp_path):
 def test_resume_without_checkpoint_starts_fresh(store, tmp_path):
     report = train_sae(TrainConfig(**{**options(store, tmp_path / "sae"), "resume": True,
                                       "epochs": 1}))
-    assert report["steps"] == 16
+    assert report.steps == 16

@@ -80,9 +80,10 @@ def test_uint8_graph_matches_float_graph(exports):
 
 def test_verify_and_eval_pass_on_uint8_export(exports):
     floats, out, labeled = exports
-    assert verify(VerifyConfig(out, labeled, batch_size=16))["verdict"] == "PASS"
+    run = out.parent
+    assert verify(VerifyConfig(out, run, labeled, batch_size=16)).verdict == "PASS"
     for precision in ("fp16", "int8"):
-        assert verify(VerifyConfig(out, labeled, precision=precision))["verdict"] == "PASS"
+        assert verify(VerifyConfig(out, run, labeled, precision=precision)).verdict == "PASS"
     report = evaluate(EvalConfig(out, labeled, batch_size=8))
     # The same numbers as eval on the float graph: same images, same predictions.
     assert report["n_images"] == len(list_images(labeled))

@@ -29,12 +29,22 @@ def atomic_path(final: Path) -> Iterator[Path]:
         if tmp.is_file():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            # Writers differ (safetensors creates 0600, open() 0666 & ~umask): every artifact
+            # gets what open() gives, so the SAE is as readable as the rest.
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove_abandoned(final: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from .artifacts import claim_output, write_json
 from .config import CalibrateConfig
 from .errors import Vs2Error
-from .sae import load_sae
+from .sae import load_sae, sae_origin
 from .steering import SteeringParams, sae_fvu
 from .store import ActivationStore
 
@@ -26,6 +26,11 @@ def calibrate(cfg: CalibrateConfig) -> SteeringParams:
     if store.meta.d != sae.cfg.d:
         raise Vs2Error(f"calibrate: SAE expects d={sae.cfg.d}, activations in {cfg.acts} have "
                        f"d={store.meta.d}")
+    trained = (sae_origin(cfg.sae) or {}).get("weights_sha256")
+    if trained != store.meta.weights_sha256:
+        raise Vs2Error(f"calibrate: the SAE was trained on activations of model weights "
+                       f"{str(trained)[:12]}, {cfg.acts} holds activations of weights "
+                       f"{str(store.meta.weights_sha256)[:12]}; calibrate on the SAE's own store")
     fvu = sae_fvu(sae, store)
     if fvu.size == 0:
         raise Vs2Error(f"calibrate: expected activations in {cfg.acts}, found none")
@@ -38,7 +43,10 @@ def calibrate(cfg: CalibrateConfig) -> SteeringParams:
     stats["mean"] = float(fvu.mean())
     params = SteeringParams(gamma=cfg.gamma, lambda_=cfg.lambda_, quantile=cfg.quantile,
                             tau=float(np.quantile(fvu, cfg.quantile)), sae_sha256=checksum,
-                            fvu_stats=stats, n_samples=int(fvu.size), model_id=store.meta.model_id)
+                            fvu_stats=stats, n_samples=int(fvu.size), model_id=store.meta.model_id,
+                            model_source=store.meta.model_source,
+                            model_weights_sha256=store.meta.weights_sha256,
+                            acts=str(cfg.acts.resolve()), store_id=store.meta.store_id)
     write_json(cfg.out, params.to_dict())
     log.info("calibrated tau=%.4f (q=%.3f over %d activations)", params.tau, cfg.quantile, fvu.size)
     return params

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import Vs2Error
 from .runtime import contract
+from .runtime.preprocess import image_files
 from .runtime.session import Vs2Session
 
 
@@ -59,14 +60,21 @@ def predictions(session: Vs2Session, paths: Sequence[Path], top_k: int = 3) -> C
         tuple((str(p), r) for p, r in result.skipped))
 
 
-def classify(exported: Path, images: Sequence[Path], top_k: int = 3,
-             provider: str = "cpu") -> ClassifyResult:
-    """`vs2 classify`: a folder of images is never half-classified silently; when none of the
-    files can be read, that is one error naming the first reasons."""
-    result = predictions(Vs2Session(exported, provider=provider), images, top_k)
+def classify(exported: Path, images: Sequence[Path], top_k: int = 3, provider: str = "cpu",
+             precision: str | None = None) -> ClassifyResult:
+    """`vs2 classify`: files or folders of images, with an export folder or one model file in it.
+    A folder is never half-classified silently: unreadable files are listed; when none can be
+    read, that is one error naming the first reasons."""
+    if not 1 <= top_k <= 1000:
+        raise Vs2Error(f"top: expected an int in [1, 1000], got {top_k}")
+    files, refused = image_files(images)
+    session = Vs2Session(contract.locate(exported, precision)[0], provider=provider)
+    result = predictions(session, files, top_k) if files else ClassifyResult((), ())
+    result = ClassifyResult(result.predictions,
+                            result.skipped + tuple((str(p), r) for p, r in refused))
     if not result.predictions:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in result.skipped[:3])
         more = "; ..." if len(result.skipped) > 3 else ""
-        raise Vs2Error(f"classify: none of the {len(images)} images could be read "
-                       f"({reasons}{more})")
+        raise Vs2Error(f"classify: none of the {len(files) + len(refused)} images could be read "
+                       f"({reasons or 'no image files found'}{more})")
     return result

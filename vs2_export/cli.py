@@ -17,14 +17,13 @@ from pathlib import Path
 
 import typer
 
-try:  # typer 0.29 vendors click (typer._click) and no longer installs it; older typers use click
-    from typer import TyperException as UsageFailure
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import ClickException as UsageFailure
+try:  # typer >= 0.2x vendors its own click; older typer raises click's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the typer release
+    from click import exceptions as click_errors
 
 from .config import (
     DEFAULT_TEMPLATES,
-    DEMO_MODEL,
     BenchConfig,
     CalibrateConfig,
     EvalConfig,
@@ -37,7 +36,60 @@ from .config import (
 )
 from .errors import CheckFailed
 
+
+class OneLineGroup(typer.core.TyperGroup):
+    """The `vs2` group: usage errors are ONE line on stderr (exit 2), in a terminal or not,
+    never click's usage block or typer's rich box; help is plain text with placeholders named
+    for what they hold (DIR, FILE, N, X, TEXT), not Python types."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _name_placeholders(self)
+        try:
+            code = super().main(args, prog_name or "vs2", complete_var, standalone_mode=False, **extra)
+        except getattr(click_errors, "NoArgsIsHelpError", ()) as exc:
+            typer.echo(exc.ctx.get_help())
+            code = 2
+        except click_errors.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "vs2"
+            line = " ".join(exc.format_message().split())
+            typer.echo(f"vs2: error: {line} (usage: {command} --help)", err=True)
+            code = exc.exit_code
+        except click_errors.ClickException as exc:
+            typer.echo(f"vs2: error: {' '.join(exc.format_message().split())}", err=True)
+            code = exc.exit_code
+        except click_errors.Abort:
+            typer.echo("vs2: interrupted", err=True)
+            code = 130
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+PLACEHOLDERS = {"int": "N", "float": "X", "str": "TEXT", "Path": "PATH", "PosixPath": "PATH",
+                "WindowsPath": "PATH"}
+
+
+def _name_placeholders(group: typer.core.TyperGroup) -> None:
+    """typer 0.2x shows <int>, <path>, <list[str]>: give every option a plain metavar instead,
+    from its type (a path whose help says 'folder' is a DIR, 'file' a FILE)."""
+    for command in group.commands.values():
+        for param in command.params:
+            if param.metavar is not None or getattr(param, "is_flag", False):
+                continue
+            kind = param.bare_type() if hasattr(param, "bare_type") else \
+                getattr(getattr(param, "type", None), "name", "str")
+            kind = kind.removeprefix("list[").removesuffix("]").removesuffix(" | None")
+            if kind in ("bool", "boolean"):
+                continue
+            name = PLACEHOLDERS.get(kind, PLACEHOLDERS.get(kind.capitalize(), "TEXT"))
+            words = (getattr(param, "help", "") or "").lower()
+            if name == "PATH":
+                name = "DIR" if "folder" in words else "FILE" if "file" in words else name
+            param.metavar = name
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, cls=OneLineGroup,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Export CLIP with VS2 steering to one ONNX graph; run and verify it.")
 
@@ -96,7 +148,7 @@ def _guarded(fn: Callable) -> Callable:
             _missing_extra(fn.__name__, exc)
         except KeyboardInterrupt:
             _fail("vs2: interrupted", 130)
-        except (typer.Exit, typer.Abort, UsageFailure):
+        except (typer.Exit, typer.Abort, click_errors.ClickException):
             raise  # typer's own control flow: exit codes and usage errors
         except Exception as exc:  # noqa: BLE001 - never a traceback, unless asked for
             _internal(exc)
@@ -139,15 +191,24 @@ def _emit(data: dict, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else _printable(text))
 
 
-MODEL_HELP = "open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14) or vs2-demo"
+MODEL_HELP = "open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14), or vs2-demo (the bundled demo)"
 PRETRAINED_HELP = "pretrained tag (openai, laion2b_s34b_b79k), a checkpoint file, or 'none'"
 JSON_HELP = "print the result as JSON (for CI)"
+RUN_HELP = ("run folder holding exports/NAME.json, the sources `vs2 export` recorded (or that "
+            "file); reports go to RUN/reports/")
+REPORT_HELP = "JSON report file (default: RUN/reports/NAME.COMMAND[.PRECISION].json)"
+PRECISION_HELP = "variant: fp32 (model.onnx), fp16 or int8; or name the model file instead"
+
+
+def _announce(line: str) -> None:
+    """The first line of a torch-side command: which model it works with."""
+    typer.echo(f"vs2: {line}", err=True)
 
 
 @cli_command()
 def extract(images: Path = typer.Option(..., help="folder of images (recursive)"),
             out: Path = typer.Option(..., help="activation store folder to write"),
-            model: str = typer.Option(DEMO_MODEL, help=MODEL_HELP),
+            model: str = typer.Option(..., help=MODEL_HELP + "; required"),
             pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
             batch_size: int = typer.Option(default(ExtractConfig, "batch_size")),
             shard_size: int = typer.Option(default(ExtractConfig, "shard_size")),
@@ -158,12 +219,14 @@ def extract(images: Path = typer.Option(..., help="folder of images (recursive)"
             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """images -> CLS activations of the last block (before ln_post), sharded on disk.
     Data-parallel: torchrun --nproc-per-node N --no-python vs2 extract ..."""
+    from .clip import describe
     from .distributed import torch_device
     from .extract import extract as run
+    spec = ModelSpec(model, pretrained)
+    _announce(describe(spec.name, spec.source))
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
-    report = run(ExtractConfig(images=images, out=out, model=ModelSpec(model, pretrained),
-                               batch_size=batch_size, shard_size=shard_size, device=device,
-                               force=force, append=append))
+    report = run(ExtractConfig(images=images, out=out, model=spec, batch_size=batch_size,
+                               shard_size=shard_size, device=device, force=force, append=append))
     _emit(report.to_json(), as_json, report.format())
 
 
@@ -172,8 +235,17 @@ def _t(name: str):
     return default(TrainConfig, name)
 
 
+def _store_model(acts: Path) -> None:
+    """Announce the model of an activation store (train, calibrate) before any work."""
+    from .clip import describe
+    from .store import ActivationStore
+    meta = ActivationStore(acts).meta
+    _announce(describe(meta.model_id, meta.model_source, meta.weights_sha256)
+              + f" (activations {acts})")
+
+
 @cli_command()
-def train(acts: Path = typer.Option(..., help="activation store from `vs2 extract`"),
+def train(acts: Path = typer.Option(..., help="activation store folder from `vs2 extract`"),
           out: Path = typer.Option(..., help="SAE folder to write"),
           k: int = typer.Option(_t("k"), help="active latents per input"),
           expansion: int = typer.Option(_t("expansion"), help="n = expansion * d"),
@@ -203,6 +275,7 @@ def train(acts: Path = typer.Option(..., help="activation store from `vs2 extrac
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """activations -> top-k SAE (cfg.json + sae.safetensors + train_report.json, metrics.jsonl,
     curves.png). Data-parallel: torchrun --nproc-per-node N --no-python vs2 train ..."""
+    _store_model(acts)
     if import_sae is not None:
         from .train.import_sae import import_sae as run_import
         result = run_import(import_sae, acts, out, force)
@@ -212,23 +285,21 @@ def train(acts: Path = typer.Option(..., help="activation store from `vs2 extrac
     from .distributed import torch_device
     from .train import train_sae
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
-    report = train_sae(TrainConfig(
+    result = train_sae(TrainConfig(
         acts, out, expansion=expansion, k=k, batch_size=batch_size, epochs=epochs, lr=lr,
         warmup_frac=warmup_frac, aux_k=aux_k, aux_coef=aux_coef, dead_after=dead_after,
         grad_clip=grad_clip, seed=seed, device=device, force=force, b_pre_init=b_pre_init,
         tied_init=tied_init, unit_decoder=unit_decoder, decay_frac=decay_frac,
         shuffle_buffer=shuffle_buffer, log_every=log_every, checkpoint_every=checkpoint_every,
         resume=resume, labels=labels, pass_coef=pass_coef))
-    report.pop("curve", None)
-    if report:
-        _emit(report, as_json, f"SAE in {out}: FVU {report['fvu']:.4f}, L0 {report['l0']:.1f}, "
-              f"dead latents {100 * report['dead_frac']:.1f}%")
+    if result is not None:  # None on the other ranks of torchrun
+        typer.echo(result.to_json() if as_json else _printable(result.format()))
 
 
 @cli_command()
-def calibrate(acts: Path = typer.Option(..., help="the SAE's training activations"),
+def calibrate(acts: Path = typer.Option(..., help="the SAE's training activations (a folder)"),
               sae: Path = typer.Option(..., help="SAE folder"),
-              out: Path = typer.Option(..., help="steering.json to write"),
+              out: Path = typer.Option(..., help="steering.json file to write"),
               gamma: float = typer.Option(default(CalibrateConfig, "gamma")),
               lambda_: float = typer.Option(default(CalibrateConfig, "lambda_"), "--lambda"),
               quantile: float = typer.Option(default(CalibrateConfig, "quantile"),
@@ -237,6 +308,7 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """SAE + activations -> steering.json (gamma, lambda, q, tau)."""
     from .calibrate import calibrate as run
+    _store_model(acts)
     params = run(CalibrateConfig(acts=acts, sae=sae, out=out, gamma=gamma, lambda_=lambda_,
                                  quantile=quantile, force=force))
     _emit(params.to_dict(), as_json, f"steering in {out}: gamma {params.gamma}, lambda "
@@ -245,11 +317,12 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
 
 @cli_command()
 def export(sae: Path = typer.Option(..., help="SAE folder"),
-           steering: Path = typer.Option(..., help="steering.json from `vs2 calibrate`"),
-           out: Path = typer.Option(..., help="export folder (exported/NAME)"),
-           model: str = typer.Option(DEMO_MODEL, help=MODEL_HELP),
+           steering: Path = typer.Option(..., help="steering.json file from `vs2 calibrate`"),
+           out: Path = typer.Option(..., help="export folder (exported/NAME): what ships"),
+           model: str | None = typer.Option(
+               None, help=MODEL_HELP + "; default: the model the SAE's activations came from"),
            pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
-           classes: Path | None = typer.Option(None, help="class names, one per line"),
+           classes: Path | None = typer.Option(None, help="class names file, one per line"),
            template: list[str] = typer.Option(list(DEFAULT_TEMPLATES),
                                               help="prompt template with one {} (repeatable)"),
            opset: int = typer.Option(default(ExportConfig, "opset")),
@@ -258,8 +331,9 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                                                help="fp32, fp16 (CUDA), int8 (CPU); repeatable"),
            int8_mode: str = typer.Option(default(ExportConfig, "int8_mode"),
                                          help="static (calibrated QDQ) or dynamic (fallback)"),
-           calibration: Path = typer.Option(default(ExportConfig, "calibration"),
-                                            help="images for int8 static calibration"),
+           calibration: Path | None = typer.Option(
+               None, help="folder of in-domain images for int8 static calibration; default: the "
+                          "images the SAE's activation store was made from"),
            calibration_max: int = typer.Option(default(ExportConfig, "calibration_max"),
                                                help="calibrate on at most this many images"),
            cls_only: bool = typer.Option(default(ExportConfig, "cls_only"),
@@ -268,39 +342,61 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                default(ExportConfig, "uint8_input"),
                help="graph input pixels_uint8 uint8 [B, S, S, 3] (resized, cropped RGB); the graph "
                     "normalises"),
+           run_folder: Path | None = typer.Option(
+               None, "--run", help="run folder for the export record and checks (folder); "
+                                   "default: the folder of --steering"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph per precision, with metadata."""
+    """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph per precision, with metadata;
+    the sources it used are recorded in the run folder for `vs2 verify`."""
+    from .clip import describe
     from .export import export as run
-    from .runtime.contract import model_path
-    cfg = ExportConfig(sae, steering, out, ModelSpec(model, pretrained), classes, tuple(template),
-                       opset, force, tuple(precision), int8_mode, calibration, calibration_max,
-                       cls_only, uint8_input)
+    from .export import resolve
+    from .runtime.contract import model_path, record_path
+    cfg = ExportConfig(sae, steering, out, model and ModelSpec(model, pretrained), classes,
+                       tuple(template), opset, force, tuple(precision), int8_mode, calibration,
+                       calibration_max, cls_only, uint8_input, run_folder)
+    resolved = resolve(cfg)
+    _announce(describe(resolved.model.name, resolved.model.source))
     manifest = run(cfg)
     _emit(json.loads(manifest.to_json()), as_json, "\n".join(
-        f"exported {model_path(out, p)}" for p in cfg.precisions))
+        [f"exported {model_path(out, p)}" for p in cfg.precisions]
+        + [f"sources recorded in {record_path(resolved.run, Path(out).name)}: "
+           f"vs2 verify {out} --run {resolved.run}"]))
 
 
 @cli_command()
-def verify(exported: Path = typer.Argument(..., help="export folder"),
-           images: Path = typer.Option(Path("calibration"), help="images to compare on"),
+def verify(exported: Path = typer.Argument(..., help="export folder, or one model file in it"),
+           run_folder: Path | None = typer.Option(None, "--run", help=RUN_HELP),
+           images: Path | None = typer.Option(
+               None, help="folder of images to compare on; default: the images the SAE's "
+                          "activation store was made from"),
+           sae: Path | None = typer.Option(None, help="SAE folder, if moved since the export"),
+           steering: Path | None = typer.Option(None, help="steering.json file, if moved"),
+           model: str | None = typer.Option(None, help=MODEL_HELP + "; default: recorded"),
+           pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
            batch_size: int = typer.Option(default(VerifyConfig, "batch_size")),
            max_images: int = typer.Option(default(VerifyConfig, "max_images")),
            provider: str = typer.Option(default(VerifyConfig, "provider"), help="cpu or cuda"),
-           report: Path | None = typer.Option(None, help="JSON report path"),
-           precision: str = typer.Option(default(VerifyConfig, "precision"),
-                                         help="variant to verify: fp32, fp16 or int8"),
+           report: Path | None = typer.Option(None, help=REPORT_HELP),
+           precision: str | None = typer.Option(None, help=PRECISION_HELP),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """PyTorch reference vs ONNX Runtime on the same images; exit 1 on any failed tolerance."""
+    """PyTorch reference (rebuilt from the recorded sources) vs ONNX Runtime on the same
+    images; exit 1 on any failed check, naming the checks and the images."""
     from .verify import verify as run
-    result = run(VerifyConfig(exported, images, None, batch_size, max_images, provider, report,
-                              precision))
-    lines = [f"{c['name']:<32} {c['value']:.6g} (limit {c['limit']:.6g})" for c in result["checks"]]
-    _emit(result, as_json, "\n".join(lines) + f"\nparity {result['verdict']} ({precision}) on "
-          f"{result['n_images']} images")
+    cfg = VerifyConfig(exported, run_folder, images, model and ModelSpec(model, pretrained), sae,
+                       steering, batch_size, max_images, provider, report, precision)
+    try:
+        result = run(cfg)
+    except CheckFailed as exc:  # the report first (stdout, JSON or lines), then the verdict
+        if exc.report is not None:
+            typer.echo(exc.report.to_json() if as_json else _printable(exc.report.format()))
+        raise
+    typer.echo(result.to_json() if as_json else _printable(result.format()))
 
 
 @cli_command()
 def bench(exported: Path = typer.Argument(..., help="export folder"),
+          run_folder: Path | None = typer.Option(None, "--run", help=RUN_HELP),
           batch: list[int] = typer.Option(list(default(BenchConfig, "batches")),
                                           help="batch size (repeatable)"),
           runs: int = typer.Option(default(BenchConfig, "runs"), help="timed runs per batch"),
@@ -308,46 +404,53 @@ def bench(exported: Path = typer.Argument(..., help="export folder"),
           threads: int | None = typer.Option(None, help="threads for torch and ORT; default all cores"),
           provider: str = typer.Option(default(BenchConfig, "provider"), help="cpu or cuda"),
           ablations: bool = typer.Option(False, help="also time the graph-saving and tuning ablations"),
-          out: Path | None = typer.Option(None, help="JSON report (chart beside it as .png)"),
+          report: Path | None = typer.Option(None, help=REPORT_HELP + "; the chart goes beside it"),
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Time PyTorch+hook, the bare ONNX encoder and every variant in one run; print ratios."""
     from .bench import bench as run
-    report = run(BenchConfig(exported, tuple(batch), runs, warmup, threads, provider, ablations,
-                             out=out))
+    result = run(BenchConfig(exported, tuple(batch), runs, warmup, threads, provider, ablations,
+                             report=report, run=run_folder))
     lines = [f"{'row':<34} {'batch':>5} {'ms/img':>8} {'img/s':>7} {'vs torch':>8} {'vs enc':>7}"]
-    for row in report["rows"]:
+    for row in result["rows"]:
         for b, st in row["batches"].items():
             lines.append(f"{row['name'][:34]:<34} {b:>5} {st['ms_per_image']:>8.2f} "
                          f"{st['images_per_s']:>7.2f} {st['speedup_vs_pytorch']:>7.2f}x "
                          f"{st['cost_vs_encoder']:>6.3f}")
-    lines.append(f"ORT MatMul 2048^3: {report['matmul_2048_gflops']:.1f} GFLOP/s")
+    lines.append(f"ORT MatMul 2048^3: {result['matmul_2048_gflops']:.1f} GFLOP/s")
     lines += [f"target {'met ' if t['met'] else 'MISS'} {t['target']}: {t['value']:.3f} "
-              f"(limit {t['limit']})" for t in report["targets"]]
-    _emit(report, as_json, "\n".join(lines))
+              f"(limit {t['limit']})" for t in result["targets"]]
+    _emit(result, as_json, "\n".join(lines))
 
 
 @cli_command()
-def classify(exported: Path = typer.Argument(..., help="export folder"),
-             images: list[Path] = typer.Argument(..., help="image files"),
+def classify(exported: Path = typer.Argument(..., help="export folder, or one model file in it"),
+             images: list[Path] = typer.Argument(..., help="image files or folders of images"),
              top: int = typer.Option(3, help="classes shown per image"),
+             precision: str | None = typer.Option(None, help=PRECISION_HELP),
              provider: str = typer.Option("cpu", help="cpu or cuda"),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Classify images with an exported model (torch-free runtime)."""
     from .classify import classify as run
-    result = run(exported, images, top, provider)
+    result = run(exported, images, top, provider, precision)
     _emit(result.to_json(), as_json, result.format())
 
 
 @cli_command("eval")
-def eval_command(exported: Path = typer.Argument(..., help="export folder with classes"),
+def eval_command(exported: Path = typer.Argument(..., help="export folder with classes, or a model file in it"),
                  images: Path = typer.Option(..., help="labeled folder: one subfolder per class"),
                  batch_size: int = typer.Option(default(EvalConfig, "batch_size")),
+                 precision: str | None = typer.Option(None, help=PRECISION_HELP),
                  provider: str = typer.Option("cpu", help="cpu or cuda"),
-                 report: Path | None = typer.Option(None, help="JSON report path"),
+                 report: Path | None = typer.Option(
+                     None, help="JSON report file (default: RUN/reports/NAME.eval.json with "
+                                "--run, else none)"),
+                 run_folder: Path | None = typer.Option(None, "--run", help="run folder for the "
+                                                        "default report path"),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Top-1 accuracy with and without steering, from the same exported graph."""
     from .evaluate import evaluate, format_table
-    result = evaluate(EvalConfig(exported, images, batch_size, provider, report))
+    result = evaluate(EvalConfig(exported, images, batch_size, provider, report, run_folder,
+                                 precision))
     _emit(result, as_json, format_table(result))
 
 

@@ -9,6 +9,7 @@ the bundled demo model by name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -44,6 +45,10 @@ class LoadedClip:
     """Text -> token ids [N, context_length]."""
     default_classes: tuple[str, ...] = ()
     """Class names that ship with the model (the demo model only)."""
+    weights_sha256: str = ""
+    """weights_sha256(model): which weights these are, whatever the spec says. It travels from
+    extract (meta.json) through train (cfg.json), calibrate (steering.json) and export (the
+    manifest), so an export with other weights of the same architecture is refused."""
 
     @property
     def width(self) -> int:
@@ -66,7 +71,28 @@ def load_clip(spec: ModelSpec) -> LoadedClip:
         tokenizer = open_clip.get_tokenizer(spec.name)
     except Exception as exc:  # noqa: BLE001 - hub tokenizers fail offline in many ways
         raise Vs2Error(f"model {spec.name}: could not load its tokenizer ({exc})") from None
-    return LoadedClip(model.eval(), preprocess, spec, tokenizer)
+    return LoadedClip(model.eval(), preprocess, spec, tokenizer,
+                      weights_sha256=weights_sha256(model))
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 over every state_dict entry in name order: name, dtype, shape, then the raw bytes.
+    The same weights give the same checksum wherever they were loaded from (hub, checkpoint,
+    seeded random init); ViT-B-32 (600 MB) takes about a second."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def describe(name: str, source: str, weights: str | None = None) -> str:
+    """What the torch-side commands say on their first line: which model, which weights."""
+    source = {"none": "RANDOM WEIGHTS (--pretrained none)", "demo": "the bundled demo model"}.get(
+        source, f"pretrained {source}")
+    shown = f", weights sha256 {weights[:12]}" if weights else ""
+    return f"model {name}, {source}{shown}"
 
 
 def _create(name: str, pretrained: str | None) -> nn.Module:
@@ -141,7 +167,7 @@ def _load_demo(spec: ModelSpec) -> LoadedClip:
         _load_state(model, load_file(str(weights)), "demo model")
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=mc["text_cfg"]["context_length"])
     return LoadedClip(model.eval(), PreprocessSpec.from_dict(cfg["preprocess"]), spec, tokenizer,
-                      tuple(cfg.get("classes", ())))
+                      tuple(cfg.get("classes", ())), weights_sha256(model))
 
 
 def check_splittable(visual: nn.Module) -> VisionTransformer:

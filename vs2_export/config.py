@@ -7,7 +7,8 @@ expected and what came. Paths are kept as pathlib.Path.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import struct
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import Vs2Error
@@ -20,6 +21,32 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)  # docs/method.md section 5 (ours: the
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise Vs2Error(message)
+
+
+def finite32(value: object) -> bool:
+    """A real number that stays finite in float32, the dtype of every graph scalar (1e39 is
+    finite as a Python float and inf in the graph)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(struct.unpack("f", struct.pack("f", float(value)))[0])
+    except OverflowError:
+        return False
+
+
+def _number(obj: object, name: str, low: float, high: float, *, low_open: bool = False) -> None:
+    """Field `name` is a finite number in [low, high] (or (low, high] when low_open)."""
+    value = getattr(obj, name)
+    ok = finite32(value) and (value > low if low_open else value >= low) and value <= high
+    _check(ok, f"{name}: expected a finite number in {'(' if low_open else '['}{low:g}, {high:g}], "
+               f"got {value!r}")
+
+
+def _count(obj: object, name: str, low: int, high: int) -> None:
+    """Field `name` is an int in [low, high] (bounds keep hostile numbers from sizing memory)."""
+    value = getattr(obj, name)
+    _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+           f"{name}: expected an int in [{low}, {high}], got {value!r}")
 
 
 def _paths(obj: object) -> None:
@@ -62,11 +89,12 @@ class ExtractConfig:
     """images/ -> acts/: CLS activations at the output of the last block (docs/method.md section 1)."""
 
     images: Path
-    """Folder of images, searched recursively (jpg, jpeg, png, webp, bmp)."""
+    """Folder of images, searched recursively (runtime.preprocess.IMAGE_EXTENSIONS)."""
     out: Path
     """Activation store folder: shard-*.npy + meta.json."""
-    model: ModelSpec = field(default_factory=ModelSpec)
-    """The CLIP whose activations are extracted."""
+    model: ModelSpec
+    """The CLIP whose activations are extracted: required, never a silent default (the demo
+    model on real photos gives a store that looks fine and steers nothing)."""
     batch_size: int = 64
     """Images per forward pass."""
     shard_size: int = 16384
@@ -81,8 +109,9 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         _paths(self)
-        _check(self.batch_size >= 1, f"batch_size: expected >= 1, got {self.batch_size}")
-        _check(self.shard_size >= 1, f"shard_size: expected >= 1, got {self.shard_size}")
+        _check(isinstance(self.model, ModelSpec), f"model: expected a ModelSpec, got {self.model!r}")
+        _count(self, "batch_size", 1, 4096)
+        _count(self, "shard_size", 1, 1 << 22)
         _check(not (self.append and self.force), "extract: expected --append or --force, got both")
 
 
@@ -167,17 +196,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _paths(self)
-        for name in ("expansion", "k", "batch_size", "epochs", "dead_after", "init_sample",
-                     "shuffle_buffer", "log_every"):
-            _check(getattr(self, name) >= 1, f"{name}: expected >= 1, got {getattr(self, name)}")
-        _check(self.lr is None or self.lr > 0, f"lr: expected > 0, got {self.lr}")
-        _check(0 <= self.warmup_frac < 1, f"warmup_frac: expected in [0, 1), got {self.warmup_frac}")
-        _check(0 <= self.decay_frac <= 1, f"decay_frac: expected in [0, 1], got {self.decay_frac}")
-        _check(self.aux_coef >= 0, f"aux_coef: expected >= 0, got {self.aux_coef}")
-        _check(self.grad_clip >= 0, f"grad_clip: expected >= 0, got {self.grad_clip}")
-        _check(self.pass_coef >= 0, f"pass_coef: expected >= 0, got {self.pass_coef}")
-        _check(self.checkpoint_every >= 0,
-               f"checkpoint_every: expected >= 0, got {self.checkpoint_every}")
+        for name, high in (("expansion", 256), ("k", 1 << 14), ("batch_size", 1 << 20),
+                           ("epochs", 1_000_000), ("dead_after", 1 << 40), ("init_sample", 1 << 22),
+                           ("shuffle_buffer", 1 << 26), ("log_every", 1 << 30),
+                           ("seed", 2**32 - 1)):
+            _count(self, name, 0 if name == "seed" else 1, high)
+        _count(self, "checkpoint_every", 0, 1 << 30)
+        if self.aux_k is not None:
+            _count(self, "aux_k", 1, 1 << 20)
+        if self.lr is not None:
+            _number(self, "lr", 0, 10, low_open=True)
+        _number(self, "warmup_frac", 0, 0.999)
+        _number(self, "decay_frac", 0, 1)
+        _number(self, "aux_coef", 0, 1e6)
+        _number(self, "grad_clip", 0, 1e12)
+        _number(self, "pass_coef", 0, 1e6)
         _check(self.b_pre_init in ("median", "mean"),
                f"b_pre_init: expected 'median' or 'mean', got {self.b_pre_init!r}")
         _check(not (self.resume and self.force), "train: expected --resume or --force, got both")
@@ -208,9 +241,10 @@ class CalibrateConfig:
 
     def __post_init__(self) -> None:
         _paths(self)
-        _check(math.isfinite(self.gamma), f"gamma: expected a finite number, got {self.gamma}")
-        _check(math.isfinite(self.lambda_), f"lambda: expected a finite number, got {self.lambda_}")
-        _check(0 < self.quantile <= 1, f"quantile: expected in (0, 1], got {self.quantile}")
+        # The graph computes in float32: values finite there, and what the manifest accepts.
+        _number(self, "gamma", 0, 1e6, low_open=True)
+        _number(self, "lambda_", 0, 1e6)
+        _number(self, "quantile", 0, 1, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -222,9 +256,10 @@ class ExportConfig:
     steering: Path
     """steering.json from calibrate."""
     out: Path
-    """Output folder (model.onnx, manifest.json, and a copy of the SAE and steering for verify)."""
-    model: ModelSpec = field(default_factory=ModelSpec)
-    """The CLIP to fuse."""
+    """The export folder: what ships (model files, their manifests, what the runtime reads)."""
+    model: ModelSpec | None = None
+    """The CLIP to fuse; None = the one the SAE's activations came from (its cfg.json records
+    model, source and weights checksum). Other weights than the SAE's are refused."""
     classes: Path | None = None
     """Class names, one per line: adds the zero-shot head and the `logits` output."""
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
@@ -237,8 +272,9 @@ class ExportConfig:
     """Variants to write: model.onnx (fp32, always: the base), model.fp16.onnx, model.int8.onnx."""
     int8_mode: str = "static"
     """int8: 'static' (QDQ, activations calibrated on `calibration`) or 'dynamic' (weights only)."""
-    calibration: Path = Path("calibration")
-    """Images the static int8 activation ranges are calibrated on (in-domain, unlabeled)."""
+    calibration: Path | None = None
+    """Images the static int8 activation ranges are calibrated on (in-domain, unlabeled); None =
+    the images the SAE's activation store was extracted from (its meta.json lists them)."""
     calibration_max: int = 128
     """Calibrate on at most this many images (MinMax ranges widen with more: 32 -> 128 images took
     the demo's worst-image cosine from 0.97 to 0.995, measured)."""
@@ -247,6 +283,9 @@ class ExportConfig:
     uint8_input: bool = False
     """Graph input pixels_uint8 uint8 [B, S, S, 3]: decoded, resized, cropped RGB; the graph
     casts, scales and normalises (instead of pixel_values float32 [B, 3, S, S])."""
+    run: Path | None = None
+    """The run folder, where the export record (what verify rebuilds the reference from) and
+    the export-time variant checks go; None = the folder holding `steering`. Never `out`."""
 
     def __post_init__(self) -> None:
         _paths(self)
@@ -255,8 +294,7 @@ class ExportConfig:
             _check(p in contract.PRECISIONS, f"precision: expected some of {list(contract.PRECISIONS)}, got {p!r}")
         _check(self.int8_mode in contract.INT8_MODES,
                f"int8_mode: expected one of {list(contract.INT8_MODES)}, got {self.int8_mode!r}")
-        _check(self.calibration_max >= 1,
-               f"calibration_max: expected >= 1, got {self.calibration_max}")
+        _count(self, "calibration_max", 1, 100_000)
         object.__setattr__(self, "templates", tuple(self.templates))
         _check(len(self.templates) >= 1, "templates: expected at least one, got none")
         for t in self.templates:
@@ -266,39 +304,49 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    """exported/NAME + images -> parity report: PyTorch reference vs ONNX Runtime."""
+    """An exported model + the user's sources -> parity report: PyTorch reference vs ONNX Runtime.
+
+    The reference is rebuilt from what the export was made from (the export record in the run
+    folder: model and weights checksum, SAE, steering, classes), never from the metadata of the
+    file under test, which is checked against those sources instead."""
 
     exported: Path
-    """Export folder."""
-    images: Path
-    """Folder of images to compare on."""
+    """Export folder, or one model file in it (model.int8.onnx: the precision follows)."""
+    run: Path | None = None
+    """Run folder holding exports/NAME.json (what `vs2 export` recorded), or that record file."""
+    images: Path | None = None
+    """Images to compare on; None = the images the SAE's activation store was made from."""
     model: ModelSpec | None = None
-    """Override of the model recorded in the manifest (e.g. a moved checkpoint)."""
+    """Override of the recorded model (e.g. a checkpoint moved); its weights must still match."""
+    sae: Path | None = None
+    """Override of the recorded SAE folder (moved); its checksum must still match."""
+    steering: Path | None = None
+    """Override of the recorded steering.json (moved); its content must still match."""
     batch_size: int = 16
     """Images per run."""
     max_images: int = 256
-    """Compare on at most this many images."""
+    """Compare on at most this many images (spread evenly over the folder or store)."""
     provider: str = "cpu"
     """ONNX Runtime provider: cpu or cuda."""
     report: Path | None = None
-    """Where to write the JSON report; None = exported/NAME/parity_report[.PRECISION].json."""
-    precision: str = "fp32"
-    """Which variant to verify (model.onnx, model.fp16.onnx, model.int8.onnx) against fp32 torch."""
+    """JSON report; None = RUN/reports/NAME.verify[.PRECISION].json (never the export folder)."""
+    precision: str | None = None
+    """Variant to verify against fp32 torch; None = model.onnx, or the file `exported` names."""
 
     def __post_init__(self) -> None:
         _paths(self)
-        _check(self.batch_size >= 1, f"batch_size: expected >= 1, got {self.batch_size}")
-        _check(self.max_images >= 1, f"max_images: expected >= 1, got {self.max_images}")
-        _check(self.precision in contract.PRECISIONS,
+        _count(self, "batch_size", 1, 4096)
+        _count(self, "max_images", 1, 1 << 20)
+        _check(self.precision is None or self.precision in contract.PRECISIONS,
                f"precision: expected one of {list(contract.PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """exported/NAME + labeled images (one subfolder per class) -> accuracy with / without steering."""
+    """exported model + labeled images (one subfolder per class) -> accuracy with / without steering."""
 
     exported: Path
-    """Export folder (must have classes)."""
+    """Export folder (must have classes), or one model file in it."""
     images: Path
     """Labeled folder: images/<class name>/*.png."""
     batch_size: int = 32
@@ -306,11 +354,18 @@ class EvalConfig:
     provider: str = "cpu"
     """ONNX Runtime provider: cpu or cuda."""
     report: Path | None = None
-    """Where to write the JSON report; None = exported/NAME/eval_report.json."""
+    """JSON report; None = RUN/reports/NAME.eval[.PRECISION].json with `run`, else none
+    (the export folder ships: reports never go there)."""
+    run: Path | None = None
+    """Run folder for the default report path."""
+    precision: str | None = None
+    """Variant to evaluate; None = model.onnx, or the file `exported` names."""
 
     def __post_init__(self) -> None:
         _paths(self)
-        _check(self.batch_size >= 1, f"batch_size: expected >= 1, got {self.batch_size}")
+        _count(self, "batch_size", 1, 4096)
+        _check(self.precision is None or self.precision in contract.PRECISIONS,
+               f"precision: expected one of {list(contract.PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -334,8 +389,11 @@ class BenchConfig:
     started from the saved optimised file (what the graph and session defaults were chosen by)."""
     seed: int = 0
     """Seed of the random pixels every variant sees."""
-    out: Path | None = None
-    """JSON report; None = exported/NAME/bench.json (the chart goes beside it as .png)."""
+    report: Path | None = None
+    """JSON report; None = RUN/reports/NAME.bench.json (the chart goes beside it as .png);
+    the graphs bench derives are cached in RUN/cache/NAME/ (never in the export folder)."""
+    run: Path | None = None
+    """Run folder holding the export record: the PyTorch baseline is built from its sources."""
 
     def __post_init__(self) -> None:
         _paths(self)

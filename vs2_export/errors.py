@@ -9,4 +9,11 @@ class Vs2Error(ValueError):
 
 
 class CheckFailed(Exception):
-    """A check ran and its verdict is 'fail' (parity, tolerances). Exit code 1."""
+    """A check ran and its verdict is 'fail' (parity, tolerances). Exit code 1.
+
+    `report` carries the full result (verify's VerifyReport), so a caller that wants the report
+    on failure, like `vs2 verify --json`, still has it."""
+
+    def __init__(self, message: str, report: object = None):
+        super().__init__(message)
+        self.report = report

@@ -60,8 +60,10 @@ def _predict(session: Vs2Session, items: list[tuple[Path, int]], batch: int, ski
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """Accuracy of plain CLIP and of VS2 on a labeled folder; writes eval_report.json."""
-    session = Vs2Session(cfg.exported, provider=cfg.provider)
+    """Accuracy of plain CLIP and of VS2 on a labeled folder; the report is written to
+    cfg.report, or RUN/reports/NAME.eval.json with cfg.run, never into the export folder."""
+    path, precision = contract.locate(cfg.exported, cfg.precision)  # a folder or a model file
+    session = Vs2Session(path, provider=cfg.provider)
     classes = tuple(session.manifest.classes or ())
     if not classes:
         raise Vs2Error(f"eval: {cfg.exported} was exported without classes; export with --classes")
@@ -82,7 +84,12 @@ def evaluate(cfg: EvalConfig) -> dict:
               "changed_predictions": int((plain != vs2).sum()),
               "per_class": per_class, "skipped": skipped}
     report["delta"] = report["vs2_top1"] - report["zero_shot_top1"]
-    write_json(cfg.report or Path(cfg.exported) / "eval_report.json", report)
+    # The export folder ships: the report goes to --report, or to the run folder when given.
+    out = cfg.report or (contract.report_path(cfg.run, path.parent.name, "eval", precision)
+                         if cfg.run else None)
+    if out is not None:
+        write_json(out, report)
+        report["report"] = str(out)
     return report
 
 

@@ -3,33 +3,45 @@
     exported/NAME/model.onnx        pixels -> embedding, base_embedding, [logits], fvu, steered,
                                     latent_indices, latent_values; metadata under contract.METADATA_KEY
     exported/NAME/manifest.json     the same metadata, for people
-    exported/NAME/sae/, steering.json, classes.txt   what verify needs to rebuild the reference
+    RUN/exports/NAME.json           the export record: what verify rebuilds the reference from
+                                    (record.py); RUN defaults to the folder of steering.json
+
+The export folder is what ships: nothing but model files, manifests and runtime inputs goes
+there. The SAE, steering and classes stay where the user keeps them; the record points at them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
+from tqdm import tqdm
 
 from . import __version__
 from .artifacts import atomic_path, claim_output, write_json
-from .config import ExportConfig, to_jsonable
+from .clip import describe
+from .config import DEMO_MODEL, ExportConfig, ModelSpec, to_jsonable
 from .errors import Vs2Error
 from .fused import FusedParts, Uint8Pixels, build_steered_clip
 from .parity import TOLERANCES
-from .precision import check_graph, write_variant
+from .precision import calibration_pixels, check_graph, write_variant
+from .record import make_record, write_record
 from .runtime import contract
 from .runtime.manifest import Manifest
-from .sae import CFG_FILE, WEIGHTS_FILE
+from .sae import sae_origin
+from .steering import load_steering
+from .store import ActivationStore, spread
 from .zeroshot import read_classes
 
 log = logging.getLogger(__name__)
@@ -86,7 +98,7 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str]) -> 
     return Manifest.from_dict({
         "schema_version": 1,
         "model": {"id": cfg.model.name, "source": cfg.model.source, "width": parts.clip.width,
-                  "embed_dim": parts.clip.embed_dim},
+                  "embed_dim": parts.clip.embed_dim, "weights_sha256": parts.clip.weights_sha256},
         "preprocess": parts.clip.preprocess.to_dict(),
         "sae": {"d": parts.module.sae.cfg.d, "n": parts.module.sae.cfg.n,
                 "k": parts.module.sae.cfg.k, "sha256": parts.sae_sha256},
@@ -117,19 +129,29 @@ def _versions() -> dict[str, str]:
 
 
 def export(cfg: ExportConfig) -> Manifest:
-    """Build SteeredClip, export it as ONE graph with metadata, check it, write the folder."""
+    """Build SteeredClip, export it as ONE graph with metadata, check it, write the folder and
+    the export record. Everything that can be refused (other weights than the SAE's, missing
+    calibration images) is refused before model.onnx is written."""
     claim_output(cfg.out / contract.MODEL_FILE, cfg.force)
+    cfg = resolve(cfg)
+    log.info("%s", describe(cfg.model.name, cfg.model.source,
+                            (sae_origin(cfg.sae) or {}).get("weights_sha256")))
+    stages = tqdm(total=4 + len(cfg.precisions) - 1, desc="export", unit="step", disable=None)
+    stage = _stages(stages)
+    stage("load model, SAE and steering")
     classes = read_classes(cfg.classes) if cfg.classes else ()
     parts = build_steered_clip(cfg.model, cfg.sae, cfg.steering, classes, cfg.templates,
                                cfg.cls_only)
+    check_weights(parts, cfg)
+    stage("trace the fused graph (dynamo)")
     model = trace_to_onnx(parts, cfg.opset, cfg.uint8_input)
     make_overridable(model, parts.scalars())
-    outputs = [o.name for o in model.graph.output]
-    manifest = build_manifest(parts, cfg, outputs)
+    manifest = build_manifest(parts, cfg, [o.name for o in model.graph.output])
     onnx.helper.set_model_props(model, {contract.METADATA_KEY: manifest.to_json()})
     if model.ByteSize() >= TWO_GB:
         raise Vs2Error("export: graphs over 2 GB need external data, not supported yet")
-    _write_companions(cfg, classes)
+    pixels = _calibration(cfg, manifest)  # before anything is written: refused early
+    stage(f"write and check {contract.MODEL_FILE}")
     with atomic_path(cfg.out / contract.MODEL_FILE) as tmp:
         onnx.save_model(model, str(tmp))
         check_graph(tmp, manifest)
@@ -137,18 +159,98 @@ def export(cfg: ExportConfig) -> Manifest:
     log.info("exported %s (%.1f MB)", cfg.out / contract.MODEL_FILE,
              (cfg.out / contract.MODEL_FILE).stat().st_size / 1e6)
     for precision in cfg.precisions[1:]:
-        write_variant(cfg, manifest, precision)
+        stage(f"{precision} variant")
+        write_variant(cfg, manifest, precision, pixels)
+    stage("export record")
+    path = write_record(cfg.run, _record(cfg, parts))
+    stages.update()
+    stages.close()
+    log.info("sources recorded in %s (vs2 verify %s --run %s)", path, cfg.out, cfg.run)
     return manifest
 
 
-def _write_companions(cfg: ExportConfig, classes: tuple[str, ...]) -> None:
-    """Copies of the SAE, steering and classes, so verify can rebuild the torch reference."""
-    for name in (WEIGHTS_FILE, CFG_FILE):
-        with atomic_path(cfg.out / contract.SAE_DIR / name) as tmp:
-            shutil.copyfile(cfg.sae / name, tmp)
-    with atomic_path(cfg.out / contract.STEERING_FILE) as tmp:
-        shutil.copyfile(cfg.steering, tmp)
-    if classes:
-        with atomic_path(cfg.out / contract.CLASSES_FILE) as tmp:
-            tmp.write_text("\n".join(classes) + "\n", encoding="utf-8")
-    write_json(cfg.out / contract.EXPORT_CONFIG_FILE, to_jsonable(cfg))
+def _stages(bar: tqdm):
+    """A progress step per stage: the bar on a terminal, a log line everywhere."""
+    started: list[str] = []
+
+    def stage(what: str) -> None:
+        if started:
+            bar.update()
+        started.append(what)
+        bar.set_postfix_str(what)
+        log.info("export: %s", what)
+    return stage
+
+
+def resolve(cfg: ExportConfig) -> ExportConfig:
+    """Fill the defaults that come from the sources: the model the SAE was trained on, the run
+    folder (steering.json's), the calibration images (the SAE's activation store's)."""
+    origin = sae_origin(cfg.sae) or {}
+    model = cfg.model
+    if model is None:
+        if not origin.get("id"):
+            raise Vs2Error(f"export: expected --model: the SAE {cfg.sae} does not record the model "
+                           "its activations came from")
+        name, source = origin["id"], origin.get("source")
+        model = ModelSpec(name, None if name == DEMO_MODEL else source)
+    run = Path(cfg.run or Path(cfg.steering).parent).resolve()
+    if run == Path(cfg.out).resolve() or run.is_relative_to(Path(cfg.out).resolve()):
+        raise Vs2Error(f"export: the run folder {run} must not be the export folder {cfg.out} "
+                       "(the export folder ships; pass --run elsewhere)")
+    return dataclasses.replace(cfg, model=model, run=run)
+
+
+def check_weights(parts: FusedParts, cfg: ExportConfig) -> None:
+    """The SAE and tau belong to the weights their activations came from: refuse any other."""
+    have = parts.clip.weights_sha256
+    origin = (sae_origin(cfg.sae) or {}).get("weights_sha256")
+    calibrated = parts.steering.model_weights_sha256
+    if origin is None:
+        raise Vs2Error(f"export: the SAE {cfg.sae} does not record the model weights its "
+                       "activations came from (an older vs2-export, or a store without them); "
+                       "extract and train again")
+    for what, want in (("the SAE was trained on", origin), ("tau was calibrated on", calibrated)):
+        if want is not None and want != have:
+            raise Vs2Error(f"export: {what} activations of model weights {want[:12]}, but "
+                           f"{cfg.model.name} ({cfg.model.source}) loads weights {have[:12]}; "
+                           "export with the model the activations came from")
+
+
+def _calibration(cfg: ExportConfig, manifest: Manifest) -> np.ndarray | None:
+    """Calibration pixels for int8 (static: required; otherwise optional, for the self-check)
+    from --calibration or the SAE's store's images."""
+    if not set(cfg.precisions) - {"fp32"}:
+        return None
+    required = "int8" in cfg.precisions and cfg.int8_mode == "static"
+    source = cfg.calibration
+    if source is None:
+        acts = load_steering(cfg.steering).acts
+        paths = ActivationStore(Path(acts)).image_paths() if acts and Path(acts).is_dir() else []
+        source = spread([p for p in paths if p.exists()], cfg.calibration_max)
+        where = f"the images of the store {acts}"
+    else:
+        where = str(source)
+    try:
+        return calibration_pixels(source, manifest, cfg.calibration_max)
+    except Vs2Error:
+        if required:
+            raise Vs2Error(f"export: int8 static needs calibration images: none readable in "
+                           f"{where}; pass --calibration DIR (in-domain images) or "
+                           "--int8-mode dynamic") from None
+        return None
+
+
+def _record(cfg: ExportConfig, parts: FusedParts):
+    """The sources of this export (record.ExportRecord)."""
+    text = parts.module.text
+    return make_record(
+        export=str(Path(cfg.out).resolve()),
+        model={"name": cfg.model.name, "pretrained": cfg.model.pretrained,
+               "weights_sha256": parts.clip.weights_sha256},
+        sae=str(cfg.sae), sae_checksum=parts.sae_sha256, steering=str(cfg.steering),
+        acts=parts.steering.acts, classes=list(parts.classes) or None,
+        templates=list(parts.templates),
+        text_sha256=None if text is None else hashlib.sha256(
+            text.detach().float().contiguous().numpy().tobytes()).hexdigest(),
+        cls_only=cfg.cls_only, uint8_input=cfg.uint8_input, opset=cfg.opset,
+        precisions=list(cfg.precisions), int8_mode=cfg.int8_mode)

@@ -23,7 +23,7 @@ from .clip import ClipTrunk, LoadedClip, load_clip
 from .config import ExtractConfig, to_jsonable
 from .distributed import Comm, session
 from .errors import Vs2Error
-from .runtime.preprocess import list_images, preprocess_paths
+from .runtime.preprocess import IMAGE_EXTENSIONS, list_images, preprocess_paths
 from .store import META_FILE, ActivationStore, write_meta, write_shard
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class HeldShard:
 
     name: str
     images: tuple[str, ...]
-    model: tuple[str, str]
+    model: tuple[str, str, str | None]
+    """(model id, source, weights SHA-256) that made the shard."""
 
 
 def held_shards(folder: Path) -> list[HeldShard]:
@@ -64,12 +65,19 @@ def held_shards(folder: Path) -> list[HeldShard]:
         if not npy.is_file():
             continue                      # the sidecar is written first: this shard never landed
         data = read_json(sidecar, "shard image list")
-        rows = np.load(npy, mmap_mode="r").shape[0]
-        if rows != len(data["images"]):
+        images = data.get("images")
+        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+            raise Vs2Error(f"store {folder}: {sidecar.name} has no list of image paths")
+        try:
+            rows = np.load(npy, mmap_mode="r", allow_pickle=False).shape[0]
+        except (OSError, ValueError, EOFError) as exc:
+            raise Vs2Error(f"store {folder}: cannot read {npy.name} ({exc}); extract with --force") from None
+        if rows != len(images):
             raise Vs2Error(f"store {folder}: {npy.name} has {rows} rows, its image list "
-                           f"{len(data['images'])}")
-        found.append(HeldShard(npy.name, tuple(data["images"]),
-                               (data.get("model_id", ""), data.get("model_source", ""))))
+                           f"{len(images)}")
+        found.append(HeldShard(npy.name, tuple(images), (
+            str(data.get("model_id", "")), str(data.get("model_source", "")),
+            data.get("model_weights_sha256"))))
     return found
 
 
@@ -111,19 +119,25 @@ def _prepare(cfg: ExtractConfig, comm: Comm) -> list[HeldShard]:
                 f.unlink()
         comm.barrier()
         return []
-    model = (cfg.model.name, cfg.model.source)
+    return held
+
+
+def _check_held(cfg: ExtractConfig, held: list[HeldShard], clip: LoadedClip) -> None:
+    """--append adds to a store only activations of the very same weights."""
+    model = (cfg.model.name, cfg.model.source, clip.weights_sha256)
     for shard in held:
         if shard.model != model:
-            raise Vs2Error(f"extract --append: {cfg.out} holds activations of {shard.model}, "
-                           f"expected {model}")
-    return held
+            raise Vs2Error(f"extract --append: {cfg.out} holds activations of {shard.model[:2]} "
+                           f"(weights {str(shard.model[2])[:12]}), expected {model[:2]} (weights "
+                           f"{model[2][:12]})")
 
 
 @torch.no_grad()
 def _extract(cfg: ExtractConfig, comm: Comm, device: str) -> ExtractReport:
     paths = list_images(cfg.images)
     if not paths:
-        raise Vs2Error(f"extract: expected images (jpg, png, webp, bmp) under {cfg.images}, found none")
+        raise Vs2Error(f"extract: expected images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under "
+                       f"{cfg.images}, found none")
     held = _prepare(cfg, comm)
     have = {image for shard in held for image in shard.images}
     todo = [p for p in paths if str(p.relative_to(cfg.images)) not in have]
@@ -133,6 +147,7 @@ def _extract(cfg: ExtractConfig, comm: Comm, device: str) -> ExtractReport:
     log.info("extract: %d images, %d held already, %d for rank %d", len(paths), len(have),
              len(todo), comm.rank)
     clip = load_clip(cfg.model)
+    _check_held(cfg, held, clip)
     trunk = ClipTrunk(clip.model.visual).to(device).eval()
     cfg.out.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
@@ -152,7 +167,7 @@ def _run(cfg: ExtractConfig, clip: LoadedClip, trunk: ClipTrunk, device: str, to
     kept: list[Path] = []
     pending: list[np.ndarray] = []
     index, written = 0, 0
-    model = (cfg.model.name, cfg.model.source)
+    model = (cfg.model.name, cfg.model.source, clip.weights_sha256)
     for pixels in _batches(todo, clip, cfg.batch_size, skipped, kept, show):
         pending.append(trunk(torch.from_numpy(pixels).to(device)).float().cpu().numpy())
         while sum(len(p) for p in pending) >= cfg.shard_size:
@@ -175,8 +190,10 @@ def _finish(cfg: ExtractConfig, clip: LoadedClip, skipped: list) -> None:
     write_meta(cfg.out, cfg.model.name, cfg.model.source, clip.width,
                [(s.name, len(s.images)) for s in shards], {
                    "preprocess": clip.preprocess.to_dict(), "config": to_jsonable(cfg),
+                   "images_root": str(Path(cfg.images).resolve()),
                    "images": [i for s in shards for i in s.images],
-                   "skipped": [{"path": p, "reason": r} for p, r in skipped]})
+                   "skipped": [{"path": p, "reason": r} for p, r in skipped]},
+               clip.weights_sha256)
     log.info("store %s: %d activations (d=%d) in %d shards; skipped %d", cfg.out, count,
              clip.width, len(shards), len(skipped))
 

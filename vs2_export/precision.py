@@ -235,18 +235,21 @@ def check_graph(path: Path, manifest: Manifest) -> None:
                        f"[3, {manifest.model.embed_dim}]")
 
 
-def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str) -> Path:
-    """model.onnx -> model.PRECISION.onnx with its own metadata (precision.py says what stays fp32)."""
+def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str,
+                  pixels: np.ndarray | None = None) -> Path:
+    """model.onnx -> model.PRECISION.onnx with its own metadata (precision.py says what stays fp32).
+    pixels: calibration pixels in the graph's input kind, resolved by export before model.onnx
+    was written (None: read cfg.calibration here)."""
     final = contract.model_path(cfg.out, precision)
     claim_output(final, cfg.force)
     fp32 = cfg.out / contract.MODEL_FILE
     meta = Manifest.from_dict({**json.loads(manifest.to_json()), "precision": precision})
-    pixels = None
-    if precision == "int8" and cfg.int8_mode == "static":
-        pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
-    else:
-        with contextlib.suppress(Vs2Error):  # only feeds the self-check here: optional
+    if pixels is None and cfg.calibration is not None:
+        if precision == "int8" and cfg.int8_mode == "static":
             pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
+        else:
+            with contextlib.suppress(Vs2Error):  # only feeds the self-check here: optional
+                pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
     with atomic_path(final) as tmp:
         if precision == "fp16":
             onnx.save_model(to_fp16(onnx.load(str(fp32))), str(tmp))
@@ -281,7 +284,8 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
     failed = [c for c in checks if not c.passed]
     report = {"precision": precision, "n_images": int(len(pixels)),
               "verdict": "FAIL" if failed else "PASS", "checks": [c.__dict__ for c in checks]}
-    write_json(cfg.out / contract.export_check_file(precision), report)
+    run = cfg.run or cfg.steering.parent  # the run folder: the export folder only ships models
+    write_json(contract.report_path(run, cfg.out.name, "export_check", precision), report)
     if failed:
         log.warning("%s breaks its %s tolerances against the fp32 graph on %d calibration images: "
                     "%s. `vs2 verify --precision %s` will fail; try --int8-mode dynamic or more "
@@ -291,14 +295,19 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
     return report
 
 
-def calibration_pixels(folder: Path, manifest: Manifest, limit: int) -> np.ndarray:
-    """Up to `limit` images of the calibration folder -> pixels in the graph's input kind,
-    float32 [N, 3, S, S] or uint8 [N, S, S, 3] (sorted: the same folder, the same int8 graph)."""
-    paths = list_images(folder)[:limit] if Path(folder).is_dir() else []
+def calibration_pixels(folder: Path | list[Path], manifest: Manifest, limit: int) -> np.ndarray:
+    """Up to `limit` images of the calibration folder (or of a list of files) -> pixels in the
+    graph's input kind, float32 [N, 3, S, S] or uint8 [N, S, S, 3] (sorted: the same folder,
+    the same int8 graph)."""
+    if isinstance(folder, list):
+        paths = folder[:limit]
+    else:
+        paths = list_images(folder)[:limit] if Path(folder).is_dir() else []
     uint8 = manifest.pixel_input == contract.PIXELS_UINT8
     batch = preprocess_paths(paths, manifest.preprocess, uint8=uint8) if paths else None
+    shown = folder if not isinstance(folder, list) else f"{len(folder)} listed files"
     if batch is None or not len(batch.paths):
-        raise Vs2Error(f"int8 static: expected calibration images under {folder} (see "
+        raise Vs2Error(f"int8 static: expected calibration images under {shown} (see "
                        "calibration/README.md), found none; or use --int8-mode dynamic")
-    log.info("calibration: %d images from %s", len(batch.paths), folder)
+    log.info("calibration: %d images from %s", len(batch.paths), shown)
     return batch.pixels

@@ -81,6 +81,33 @@ class SteeringParams:
     """Activations the quantile was taken over."""
     model_id: str = ""
     """Model whose activations were used (from the store's meta.json)."""
+    model_source: str = ""
+    """Its pretrained tag, checkpoint or 'none' / 'demo'."""
+    model_weights_sha256: str | None = None
+    """Checksum of those model weights (clip.weights_sha256): export refuses other weights."""
+    acts: str | None = None
+    """The activation store tau was taken over (absolute path): its images are the default
+    int8 calibration and verify images."""
+    store_id: str | None = None
+    """That store's content identity (store.StoreMeta.store_id)."""
+
+    def __post_init__(self) -> None:
+        """The values go into a float32 graph and the manifest: check them once, here."""
+        from .config import finite32
+        checks = {"gamma": finite32(self.gamma) and self.gamma > 0,
+                  "lambda": finite32(self.lambda_) and self.lambda_ >= 0,
+                  "quantile": finite32(self.quantile) and 0 < self.quantile <= 1,
+                  "tau": finite32(self.tau) and self.tau >= 0,
+                  "sae_sha256": isinstance(self.sae_sha256, str) and len(self.sae_sha256) == 64,
+                  "n_samples": isinstance(self.n_samples, int) and not isinstance(self.n_samples, bool),
+                  "fvu_stats": isinstance(self.fvu_stats, dict),
+                  "model_id": isinstance(self.model_id, str),
+                  "model_weights_sha256": self.model_weights_sha256 is None
+                  or (isinstance(self.model_weights_sha256, str) and len(self.model_weights_sha256) == 64)}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise Vs2Error(f"steering: expected gamma > 0, lambda >= 0, tau >= 0 finite in float32, "
+                           f"quantile in (0, 1] and 64-hex checksums; got invalid {bad}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -99,6 +126,8 @@ def load_steering(path: Path) -> SteeringParams:
         return SteeringParams(**data)
     except TypeError as exc:
         raise Vs2Error(f"steering {path}: unexpected or missing keys ({exc})") from None
+    except Vs2Error as exc:
+        raise Vs2Error(f"steering {path}: {str(exc).removeprefix('steering: ')}") from None
 
 
 @torch.no_grad()

@@ -151,7 +151,8 @@ def _rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, scratch: Pa
     rows = [measure("pytorch eager + hook", lambda: lambda x: hooked(torch.from_numpy(x)),
                     pixels, cfg, None)]
     hooked.close()
-    encoder = export_encoder(parts, folder / "bench" / "encoder.onnx")
+    cache = contract.cache_path(_run(cfg), folder.name)  # derived graphs never go in the export
+    encoder = export_encoder(parts, cache / "encoder.onnx")
     rows.append(measure("onnx bare encoder", _ort_runner(encoder, cfg, threads), pixels, cfg,
                         _file_mb(encoder)))
     for precision in contract.PRECISIONS:
@@ -204,17 +205,18 @@ def _ablation_rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, sc
     """The fused fp32 graph without the CLS-only last block, at lower ORT levels, with fewer
     threads, and started from ORT's saved optimised file: what the defaults were chosen by."""
     folder = Path(cfg.exported)
-    full = _full_block_graph(parts, folder / "bench" / "fused_full_last_block.onnx", opset)
+    cache = contract.cache_path(_run(cfg), folder.name)
+    full = _full_block_graph(parts, cache / "fused_full_last_block.onnx", opset)
     fp32 = folder / contract.MODEL_FILE
     rows = [measure("ablation: full last block", _ort_runner(full, cfg, threads), pixels, cfg,
                     _file_mb(full))]
     block = parts.clip.model.visual.transformer.resblocks[0].attn
-    biasgelu = _transformer_fused(fp32, folder / "bench" / "fused_biasgelu.onnx",
+    biasgelu = _transformer_fused(fp32, cache / "fused_biasgelu.onnx",
                                   block.embed_dim, block.num_heads)
     rows.append(measure("ablation: + BiasGelu fusion", _ort_runner(biasgelu, cfg, threads),
                         pixels, cfg, _file_mb(biasgelu)))
     if contract.model_path(folder, "int8").is_file():
-        dynamic = folder / "bench" / "int8_dynamic.onnx"
+        dynamic = cache / "int8_dynamic.onnx"
         if not dynamic.is_file():
             with atomic_path(dynamic) as tmp:
                 to_int8(fp32, tmp, None, "dynamic")
@@ -243,7 +245,7 @@ def bench(cfg: BenchConfig) -> dict:
     if manifest.pixel_input != contract.PIXEL_VALUES:  # its rows feed float pixels to every graph
         raise Vs2Error(f"bench: expected a float-input export, {cfg.exported} takes "
                        f"{manifest.pixel_input}; bench an export without --uint8-input")
-    parts = reference_for(Path(cfg.exported), manifest, None)
+    parts = reference_for(Path(cfg.exported), cfg.run)  # the user's sources (record.py)
     size = manifest.image_size
     pixels = np.random.default_rng(cfg.seed).standard_normal(
         (max(cfg.batches), 3, size, size)).astype(np.float32)
@@ -264,10 +266,16 @@ def bench(cfg: BenchConfig) -> dict:
               "gflop_per_image_cls_only": vit_gflop(visual, cls_only=True),
               "ort_fusions": fusions, "op_time_share_largest_batch": shares, "rows": rows}
     add_ratios(report)
-    out = cfg.out or Path(cfg.exported) / "bench.json"
+    out = cfg.report or contract.report_path(_run(cfg), Path(cfg.exported).name, "bench")
     write_json(out, report)
     draw_chart(report, out.with_suffix(".png"))
     return report
+
+
+def _run(cfg: BenchConfig) -> Path:
+    """The run folder (the record's, when --run names a record file)."""
+    run = Path(cfg.run)
+    return run.resolve().parent.parent if run.is_file() else run
 
 
 def add_ratios(report: dict) -> None:

@@ -91,11 +91,19 @@ def precision_of(path: str | Path) -> str | None:
     return next((p for p in PRECISIONS if model_file(p) == name), None)
 
 
-# ---- what the export folder holds besides the models (what verify rebuilds the reference from)
-SAE_DIR = "sae"
-STEERING_FILE = "steering.json"
-CLASSES_FILE = "classes.txt"
-EXPORT_CONFIG_FILE = "export_config.json"
+def locate(exported: str | Path, precision: str | None = None) -> tuple[Path, str]:
+    """An export folder (+ precision, default fp32) or one model file in it -> (model file,
+    precision). Every command that takes an export accepts both."""
+    path = Path(exported)
+    if path.is_dir() or not path.suffix:
+        precision = precision or "fp32"
+        return model_path(path, precision), precision
+    found = precision_of(path)
+    if found is None or (precision and precision != found):
+        names = ", ".join(model_file(p) for p in PRECISIONS)
+        raise ValueError(f"{path}: expected an export folder or one of its model files ({names})"
+                         + (f" matching --precision {precision}" if precision else ""))
+    return path, found
 
 
 # ---- run-time classes (the text graph beside the image graph; docs/js.md)
@@ -105,6 +113,47 @@ CLASS_EMBEDDINGS_FILE = "class_embeddings.f32"
 VOCAB_FILE = "tokenizer/bpe_simple_vocab_16e6.txt.gz"
 
 
-def export_check_file(precision: str) -> str:
-    """The variant-vs-fp32 check written at export."""
-    return f"export_check.{precision}.json"
+REFERENCE_DIR = "reference"
+"""Reference inputs and outputs written with every export, for ports to check themselves."""
+
+
+# ---- what ships: the export folder holds the model files, their manifests and what the
+# runtime reads, nothing else. Sources, records and reports live in the run folder (below).
+
+
+def shipped(name: str) -> bool:
+    """Whether a file name belongs in an export folder: a model file, its manifest copy, or a
+    runtime input (class embeddings, the text graph, the tokenizer)."""
+    return (precision_of(name) is not None or name in {manifest_file(p) for p in PRECISIONS}
+            or name in RUNTIME_FILES)
+
+
+RUNTIME_FILES = frozenset({CLASS_EMBEDDINGS_FILE, TEXT_MODEL_FILE, Path(VOCAB_FILE).parts[0],
+                           REFERENCE_DIR})
+"""Besides the models: what a runtime (Python, Node, the browser) reads from the folder."""
+
+# ---- the run folder (runs/x): what an export was made from and what was measured on it
+STEERING_FILE = "steering.json"
+"""calibrate's output, by convention in the run folder (the default run folder of export)."""
+CLASSES_FILE = "classes.txt"
+"""Class names, one per line (a source, read at export; the manifest carries them)."""
+RECORDS_DIR = "exports"
+REPORTS_DIR = "reports"
+CACHE_DIR = "cache"
+
+
+def record_path(run: str | Path, export_name: str) -> Path:
+    """RUN/exports/NAME.json: the export record of export folder NAME (record.py)."""
+    return Path(run) / RECORDS_DIR / f"{export_name}.json"
+
+
+def report_path(run: str | Path, export_name: str, command: str, precision: str = "fp32") -> Path:
+    """RUN/reports/NAME.COMMAND[.PRECISION].json: verify, eval, bench and export_check reports
+    (precision omitted for fp32)."""
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return Path(run) / REPORTS_DIR / f"{export_name}.{command}{suffix}.json"
+
+
+def cache_path(run: str | Path, export_name: str) -> Path:
+    """RUN/cache/NAME/: graphs bench derives (bare encoder, ablations), rebuilt when missing."""
+    return Path(run) / CACHE_DIR / export_name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,9 @@ class ModelInfo:
     """Residual width d of the tower (where the SAE reads h: [B, d])."""
     embed_dim: int
     """Embedding size E of the outputs embedding / base_embedding: [B, E]."""
+    weights_sha256: str | None = None
+    """Checksum of the exported weights (every state_dict entry, clip.weights_sha256); verify
+    recomputes it from the user's model. Optional: manifests before it lack the key."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class SaeInfo:
     k: int
     """Latents kept per input (latent_indices: [B, k])."""
     sha256: str
-    """Hex SHA-256 of sae.safetensors."""
+    """The SAE checksum (sae.sae_checksum): its weights, the cfg.json fields that change the
+    math (d, expansion, n, k) and the model weights it was trained for."""
 
 
 @dataclass(frozen=True)
@@ -229,8 +233,9 @@ def _section(value: Any, section_cls: type, where: str) -> Any:
     """A JSON object -> one of the small section dataclasses ('lambda' -> field lambda_)."""
     _expect(isinstance(value, dict), where, "an object", value)
     names = {f.name.rstrip("_"): f.name for f in fields(section_cls)}
-    _keys(value, tuple(names), where)
-    return section_cls(**{names[k]: value[k] for k in names})
+    optional = {f.name.rstrip("_") for f in fields(section_cls) if f.default is not MISSING}
+    _keys({**{k: None for k in optional}, **value}, tuple(names), where)
+    return section_cls(**{names[k]: value[k] for k in names if k in value})
 
 
 def _keys(data: dict, expected: tuple[str, ...], where: str) -> None:
@@ -282,6 +287,9 @@ def _check_model_and_sae(m: Manifest) -> None:
     for key in ("width", "embed_dim"):
         value = getattr(m.model, key)
         _expect(_is_int(value) and value >= 1, f"model.{key}", "an int >= 1", value)
+    weights = m.model.weights_sha256
+    _expect(weights is None or (isinstance(weights, str) and is_sha256(weights)),
+            "model.weights_sha256", "null or 64 lowercase hex digits", weights)
     for key in ("d", "n", "k"):
         value = getattr(m.sae, key)
         _expect(_is_int(value) and value >= 1, f"sae.{key}", "an int >= 1", value)

@@ -2,79 +2,164 @@
 
 runtime/ does not import the onnx package (apps install numpy, pillow and onnxruntime only), so
 the one question it asks of a file before ONNX Runtime opens it, where its external data lives,
-is answered by walking the wire format directly.
+is answered by parsing the wire format directly.
+
+The parse is complete or it fails: every field of every message on the way to a TensorProto is
+decoded by the protobuf wire rules (varints, fixed 32/64, length-delimited, groups), and any
+byte sequence a protobuf parser would reject, or that this parser cannot account for, raises
+WireError. A scanner that stopped at the first surprise and returned what it had found so far
+could be skipped by putting the surprise in front of the external-data entry.
 """
 
 from __future__ import annotations
 
-import logging
 import mmap
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+
+class WireError(ValueError):
+    """A file that is not a protobuf message this parser can account for, byte for byte."""
 
 
 # ONNX protobuf messages that can hold a TensorProto, by field number (onnx/onnx.proto3):
-# model.graph 7, model.functions 25; graph.node 1, .initializer 5, .sparse_initializer 15;
-# function.node 7; node.attribute 5; attribute.t 5, .g 6, .tensors 10, .graphs 11,
-# .sparse_tensor 22, .sparse_tensors 23; sparse.values 1, .indices 2; tensor.external_data 13.
-_ONNX_CHILDREN = {
-    "model": {7: "graph", 25: "function"}, "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"}, "node": {5: "attribute"},
+# ModelProto: graph 7, training_info 20, functions 25.
+# TrainingInfoProto: initialization 1, algorithm 2 (graphs).
+# GraphProto: node 1, initializer 5, sparse_initializer 15.
+# FunctionProto: node 7, attribute_proto 11.
+# NodeProto: attribute 5.
+# AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23.
+# SparseTensorProto: values 1, indices 2.   TensorProto: external_data 13.
+# StringStringEntryProto: key 1, value 2.
+_CHILDREN = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node", 11: "attribute"},
+    "node": {5: "attribute"},
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"}, "tensor": {13: "entry"}, "entry": {},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+    "entry": {},
 }
+MAX_DEPTH = 256
+"""Nesting (sub-messages and groups) beyond this is refused: real graphs nest a few levels per
+subgraph, and protobuf's own default limit is 100."""
 
 
-def _varint(buf, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        value, pos, shift = value | (byte & 0x7F) << shift, pos + 1, shift + 7
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    """(value, next position) of the varint at pos; at most 10 bytes, inside [pos, end)."""
+    value = 0
+    for i in range(10):
+        if pos + i >= end:
+            raise WireError(f"varint at byte {pos} runs past the end of its message")
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
         if byte < 0x80:
-            return value, pos
-        if shift > 63:
-            raise ValueError("varint too long")
+            if value >= 1 << 64:
+                raise WireError(f"varint at byte {pos} exceeds 64 bits")
+            return value, pos + i + 1
+    raise WireError(f"varint at byte {pos} is longer than 10 bytes")
 
 
-def _submessages(buf, start: int, end: int):
-    """(field number, start, end) of every length-delimited field of one protobuf message."""
+def _fields(buf, start: int, end: int, depth: int):
+    """(field number, wire type, start, end) of every field of one message in [start, end).
+    Groups (wire types 3/4, deprecated but legal) are skipped whole; anything else that is not
+    a valid field raises WireError."""
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > end:
-                raise ValueError("field runs past its message")
-            yield key >> 3, pos, pos + length
+        key_at = pos
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0 or number >= 1 << 29:
+            raise WireError(f"field number {number} at byte {key_at} is out of range")
+        if wire == 0:
+            pos = _varint(buf, pos, end)[1]
+            yield number, wire, pos, pos
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            if pos + size > end:
+                raise WireError(f"fixed field at byte {key_at} runs past the end of its message")
+            pos += size
+            yield number, wire, pos - size, pos
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if length > end - pos:
+                raise WireError(f"field {number} at byte {key_at} declares {length} bytes, "
+                                f"its message has {end - pos} left")
+            yield number, wire, pos, pos + length
             pos += length
-        elif wire in (0, 1, 5):
-            pos = _varint(buf, pos)[1] if wire == 0 else pos + (8 if wire == 1 else 4)
+        elif wire == 3:
+            pos = _skip_group(buf, pos, end, number, depth + 1)
+        else:  # 4 (an end-group without its start), 6, 7
+            raise WireError(f"wire type {wire} at byte {key_at} is not valid here")
+
+
+def _skip_group(buf, pos: int, end: int, number: int, depth: int) -> int:
+    """Position after the end-group that closes group `number`, nested groups included."""
+    open_groups = [number]
+    while open_groups:
+        if len(open_groups) + depth > MAX_DEPTH:
+            raise WireError(f"groups nest deeper than {MAX_DEPTH}")
+        key_at = pos
+        key, pos = _varint(buf, pos, end)
+        inner, wire = key >> 3, key & 7
+        if inner == 0:
+            raise WireError(f"field number 0 at byte {key_at}")
+        if wire == 4:
+            if inner != open_groups.pop():
+                raise WireError(f"end-group {inner} at byte {key_at} closes another group")
+        elif wire == 3:
+            open_groups.append(inner)
+        elif wire == 0:
+            pos = _varint(buf, pos, end)[1]
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            pos += length
         else:
-            raise ValueError(f"wire type {wire}")
+            raise WireError(f"wire type {wire} at byte {key_at} is not valid")
+        if pos > end:
+            raise WireError(f"group {number} runs past the end of its message")
+    return pos
+
+
+def _entry_location(buf, start: int, end: int, depth: int) -> str | None:
+    """The value of a StringStringEntryProto whose key is 'location' (last one wins, as in
+    protobuf), else None."""
+    entry: dict[int, bytes] = {}
+    for number, wire, s, e in _fields(buf, start, end, depth):
+        if number in (1, 2) and wire == 2:
+            entry[number] = bytes(buf[s:e])
+    if entry.get(1) != b"location":
+        return None
+    return entry.get(2, b"").decode("utf-8", "surrogateescape")
 
 
 def external_data_locations(path: Path) -> list[str]:
-    """Every external_data 'location' of every tensor in an ONNX file, read from the protobuf wire
-    format (runtime/ does not import onnx). Raw tensor bytes are skipped, never read. A file that
-    is not valid protobuf yields what was found before the damage: ONNX Runtime then refuses it."""
+    """Every external_data 'location' of every tensor in an ONNX file (graph initializers,
+    sparse initializers, node attributes, subgraphs at any depth, functions, training info).
+
+    Raw tensor bytes are skipped by length, never read. Raises WireError for a file that is not
+    a well-formed protobuf message down to every tensor: the caller must refuse such a file,
+    because what ONNX Runtime would make of it is unknown."""
     found: list[str] = []
     if path.stat().st_size == 0:
         return found
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        stack = [("model", 0, len(buf))]  # iterative: nesting depth cannot exhaust the C stack
-        try:
-            while stack:
-                kind, start, end = stack.pop()
-                if kind == "entry":
-                    entry = {n: bytes(buf[s:e]) for n, s, e in _submessages(buf, start, end)}
-                    if entry.get(1) == b"location":
-                        found.append(entry.get(2, b"").decode("utf-8", "surrogateescape"))
-                    continue
-                children = _ONNX_CHILDREN[kind]
-                stack.extend((children[n], s, e) for n, s, e in _submessages(buf, start, end)
-                             if n in children)
-        except (ValueError, IndexError) as exc:
-            log.debug("%s: stopped scanning for external data (%s)", path, exc)
+        stack = [("model", 0, len(buf), 0)]  # iterative: nesting cannot exhaust the C stack
+        while stack:
+            kind, start, end, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise WireError(f"messages nest deeper than {MAX_DEPTH}")
+            if kind == "entry":
+                location = _entry_location(buf, start, end, depth)
+                if location is not None:
+                    found.append(location)
+                continue
+            children = _CHILDREN[kind]
+            for number, wire, s, e in _fields(buf, start, end, depth):
+                # A known field with another wire type is an unknown field to protobuf too.
+                if wire == 2 and number in children:
+                    stack.append((children[number], s, e, depth + 1))
     return found

@@ -20,7 +20,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+"""THE list of image file extensions (any case): folders are searched for these, and a file
+named one by one must carry one of them too, so extract, verify, eval and classify agree."""
+MAX_ASPECT_RATIO = 100.0
+"""Long side / short side beyond this is refused before decoding: 'shortest' resizing upsamples
+the long side to S x ratio, so a 1 x 10^6 sliver (a few hundred bytes as PNG) would ask for a
+224 x 224-million image. No photo is that narrow; a 100:1 banner still passes."""
+MAX_RESIZE_PIXELS = 1 << 25
+"""Pixels of the resize target (before the crop) at most (32 M, about 100 MB of RGB): bounds
+memory for every image size S and mode, checked before any resize."""
 
 # torchvision's pil_modes_mapping for the two interpolations open_clip uses at eval time.
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -135,10 +144,13 @@ def load_image(path: str | Path) -> Image.Image:
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
+                check_dimensions(opened.width, opened.height)  # header only: nothing decoded yet
                 opened.load()
                 # copy(): a plain in-memory image, no file handle left open (multi-frame files).
                 return opened.copy()
-    except ImageError:
+    except ImageError as exc:
+        if exc.path is None:  # check_dimensions does not know the file: name it here
+            raise _image_error(path, exc.reason) from None
         raise
     except FileNotFoundError:
         raise _image_error(path, "file not found") from None
@@ -162,12 +174,19 @@ def resize_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     before normalisation (what a uint8-input graph takes, docs/design.md graph contract)."""
     resample = _RESAMPLE[spec.interpolation]
     s = spec.image_size
+    check_dimensions(img.width, img.height)  # PIL images from apps never went through load_image
+    target = {"shortest": _shortest_edge_size, "longest": _keep_ratio_size}.get(
+        spec.resize_mode, lambda h, w, s: (s, s))(img.height, img.width, s)
+    if target[0] * target[1] > MAX_RESIZE_PIXELS:
+        reason = (f"resize target too large: {img.width} x {img.height} would become "
+                  f"{target[1]} x {target[0]} before cropping (limit {MAX_RESIZE_PIXELS} pixels)")
+        raise ImageError(reason, reason=reason)
     try:
         if spec.resize_mode == "shortest":
-            img = _resize(img, _shortest_edge_size(img.height, img.width, s), resample)
+            img = _resize(img, target, resample)
             img = _center_crop_or_pad(img, s, fill=0)  # torchvision CenterCrop pads with 0
         elif spec.resize_mode == "longest":
-            img = _resize(img, _keep_ratio_size(img.height, img.width, s), resample)
+            img = _resize(img, target, resample)
             img = _center_crop_or_pad(img, s, fill=spec.fill_color)
         else:  # squash
             img = _resize(img, (s, s), resample)
@@ -175,6 +194,39 @@ def resize_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     except (ValueError, OSError) as exc:  # e.g. a mode Pillow cannot resize or convert
         raise ImageError(f"cannot preprocess a {img.mode} image: {exc}") from None
     return np.asarray(img, dtype=np.uint8)
+
+
+def check_dimensions(width: int, height: int) -> None:
+    """Refuse sizes no photo has, before anything is decoded or resized: an empty side, more
+    pixels than Pillow's decompression-bomb limit, or an aspect ratio over MAX_ASPECT_RATIO."""
+    if width < 1 or height < 1:
+        raise ImageError(f"image of {width} x {height} pixels", reason=f"empty image ({width} x {height})")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        reason = f"too large: {width} x {height} pixels (decompression bomb guard, limit {limit})"
+        raise ImageError(reason, reason=reason)
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        reason = (f"extreme aspect ratio {width} x {height} ({ratio:.0f}:1, limit "
+                  f"{MAX_ASPECT_RATIO:.0f}:1)")
+        raise ImageError(reason, reason=reason)
+
+
+def image_files(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Command-line arguments -> (image files, skipped [(path, reason)]): folders expand to the
+    images under them (list_images), files are kept when their extension is in
+    IMAGE_EXTENSIONS (load_image says later whether they decode)."""
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files.extend(list_images(item))
+        elif item.suffix.lower() in IMAGE_EXTENSIONS or not item.exists():
+            files.append(item)  # a missing file gets load_image's 'file not found'
+        else:
+            skipped.append((item, f"extension {item.suffix or '(none)'!r} is not one of "
+                                  f"{sorted(IMAGE_EXTENSIONS)}"))
+    return files, skipped
 
 
 def normalise(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

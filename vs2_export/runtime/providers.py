@@ -15,7 +15,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from . import contract
-from .onnx_wire import external_data_locations
+from .onnx_wire import WireError, external_data_locations
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,28 @@ def _level_for(precision: str | None, provider: str, optimization: str) -> str:
 
 
 def _check_external_data(path: Path) -> None:
-    """Refuse external data outside the model's folder ('..', absolute paths, symlinks out): a
-    model from elsewhere must not make us read arbitrary files. Recent ORT checks this too; the
-    versions we support (>= 1.18) did not all."""
+    """Refuse external data outside the model's folder ('..', absolute paths, symlinks out) and
+    hardlinked data files: a model from elsewhere must not make us read arbitrary files. A file
+    whose protobuf cannot be parsed to the end is refused too, since what ORT would read from it
+    is unknown. ORT validates paths itself only from 1.24 (microsoft/onnxruntime#26776; models
+    loaded from bytes from 1.24.3, #27430; sparse tensors later still, #28709), which is why
+    this check runs first whatever the version."""
     folder = path.parent.resolve()
-    for location in external_data_locations(path):
+    try:
+        locations = external_data_locations(path)
+    except WireError as exc:
+        raise ModelError(f"{path}: expected an ONNX model, got a file that is not well-formed "
+                         f"protobuf ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model ({exc})") from None
+    for location in locations:
         target = (folder / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(folder):
             raise ModelError(f"{path}: expected external data inside the model's folder {folder}, "
                              f"got location {location!r} (resolves to {target})")
+        if target.is_file() and target.stat().st_nlink > 1:
+            raise ModelError(f"{path}: external data {location!r} is a hardlink (link count "
+                             f"{target.stat().st_nlink}); expected a plain file of this folder")
 
 
 def _load(model: Path | bytes, options: ort.SessionOptions,

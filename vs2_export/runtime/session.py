@@ -7,7 +7,6 @@ runtime/providers.py (provider choice, options, the checks ORT does not do).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,8 +185,9 @@ class Vs2Session:
             if name not in self._overridable:
                 raise InputError(f"{arg}: this model does not expose {name} as an input")
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                    or not math.isfinite(float(value)):
-                raise InputError(f"{arg}: expected a finite float, got {value!r}")
+                    or not _finite_float32(value):  # the graph's dtype: 1e39 is inf there
+                raise InputError(f"{arg}: expected a number finite in float32 (|x| < 3.4e38), "
+                                 f"got {value!r}")
             shape = self._overridable[name].shape
             fixed = [d if isinstance(d, int) else 1 for d in shape]
             feeds[name] = np.full(fixed, float(value), dtype=np.float32)
@@ -231,6 +231,12 @@ def _check_uint8(x: object, size: int) -> np.ndarray:
     if x.shape[0] < 1:
         raise InputError(f"pixels_uint8: expected a batch of at least 1, got {list(x.shape)}")
     return np.ascontiguousarray(x)
+
+
+def _finite_float32(value: float) -> bool:
+    """Whether value stays finite once cast to float32, the dtype of the steering inputs."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.float32(value)))
 
 
 def _check_batch_size(batch_size: object) -> None:

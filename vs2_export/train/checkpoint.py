@@ -38,9 +38,10 @@ def _pinned(cfg: TrainConfig) -> dict:
 
 
 def save_checkpoint(out: Path, step: int, sae: TopKSAE, opt: torch.optim.Optimizer,
-                    fires: FireStats, cfg: TrainConfig) -> None:
-    """Atomically write out/checkpoint/state.pt for resuming at `step`."""
-    state = {"step": step, "config": _pinned(cfg), "sae": sae.state_dict(),
+                    fires: FireStats, cfg: TrainConfig, store_id: str = "") -> None:
+    """Atomically write out/checkpoint/state.pt for resuming at `step`; store_id: the content
+    identity of the activations (store.StoreMeta.store_id), which resume compares."""
+    state = {"step": step, "config": _pinned(cfg), "store_id": store_id, "sae": sae.state_dict(),
              "optimizer": opt.state_dict(), "since": fires.since.cpu(),
              "window": fires.window.cpu(),
              "window_samples": fires.window_samples}
@@ -49,9 +50,10 @@ def save_checkpoint(out: Path, step: int, sae: TopKSAE, opt: torch.optim.Optimiz
     log.info("checkpoint at step %d", step)
 
 
-def load_checkpoint(out: Path, cfg: TrainConfig, comm: Comm) -> dict | None:
+def load_checkpoint(out: Path, cfg: TrainConfig, comm: Comm, store_id: str = "") -> dict | None:
     """The checkpoint's state on every rank (rank 0 reads, all receive), or None if there is none.
-    A checkpoint of another configuration is refused, naming the differing options."""
+    A checkpoint of another configuration, or of another store (by content, not by path: a
+    store re-extracted at the same path is another store), is refused, naming the difference."""
     path = Path(out) / CHECKPOINT_DIR / STATE_FILE
     data = path.read_bytes() if comm.main and path.is_file() else None
     data = comm.broadcast_bytes(data)
@@ -61,6 +63,13 @@ def load_checkpoint(out: Path, cfg: TrainConfig, comm: Comm) -> dict | None:
         state = load_bytes(data)
     except (RuntimeError, EOFError, ValueError) as exc:
         raise Vs2Error(f"resume: {path} is not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or not {"step", "config", "sae", "optimizer"} <= set(state):
+        raise Vs2Error(f"resume: {path} is not a vs2 training checkpoint")
+    if state.get("store_id", "") != store_id:
+        raise Vs2Error(f"resume: the checkpoint was trained on store "
+                       f"{str(state.get('store_id') or 'unknown')[:12]}, but {cfg.acts} now holds "
+                       f"store {store_id[:12]} (other content at the same path); train without "
+                       "--resume, or with --force")
     differ = sorted(k for k, v in _pinned(cfg).items() if state["config"].get(k) != v)
     if differ:
         raise Vs2Error("resume: the checkpoint was made with other options: " + ", ".join(

@@ -98,6 +98,6 @@ def import_sae(source: Path, acts: Path, out: Path, force: bool = False) -> dict
     if not math.isfinite(report["fvu_per_sample"]["median"]) or report["fvu_per_sample"]["median"] > 1:
         log.warning("import: median FVU %.3f on %s: is the store the SAE's hookpoint?",
                     report["fvu_per_sample"]["median"], acts)
-    save_sae(sae, out, extra={"import": report})
+    save_sae(sae, out, extra={"import": report}, origin=store.origin)
     write_json(Path(out) / "import_report.json", report)
     return report
