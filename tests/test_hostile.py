@@ -142,10 +142,15 @@ def test_eval_on_a_hostile_labeled_folder(exported, tmp_path):
 
 @needs_demo
 def test_classify_mixed_files_text_output(exported, corpus, tmp_path):
-    """Good and bad files, a FIFO (opening it would block), a directory and a missing file."""
-    extra = {corpus.root / "pipe.jpg": "not a regular file", tmp_path: "directory",
-             tmp_path / "missing.png": "not found"}
-    done = run_vs2("classify", exported, *corpus.good, *corpus.bad, *extra, timeout=120)
+    """Good and bad files, a FIFO (opening it would block), a missing file, a file with an
+    extension outside the list, an empty folder."""
+    (tmp_path / "empty").mkdir()
+    # a folder is a valid argument now (its images are classified); an empty one adds nothing
+    extra = {corpus.root / "pipe.jpg": "not a regular file", tmp_path / "missing.png": "not found",
+             tmp_path / "notes.txt": "not one of"}
+    (tmp_path / "notes.txt").write_text("a file with an extension outside THE list")
+    done = run_vs2("classify", exported, *corpus.good, *corpus.bad, *extra, tmp_path / "empty",
+                   timeout=120)
     assert done.returncode == 0, text(done.stderr)[-3000:]
     out = done.stdout.decode("utf-8")  # strict: the output is valid UTF-8 whatever the names
     shown = [line for line in out.splitlines() if not line.startswith("skipped ")]
