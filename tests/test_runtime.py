@@ -172,6 +172,11 @@ def test_manifest_round_trip():
     assert m.to_dict() == data
     assert Manifest.from_json(m.to_json()) == m
     assert m.steering.lambda_ == LAM and m.classes == tuple(CLASSES) and m.image_size == S
+    assert m.model.weights_sha256 is None and "weights_sha256" not in m.to_dict()["model"]
+    checked = manifest_dict()
+    checked["model"]["weights_sha256"] = "cd" * 32
+    assert Manifest.from_dict(checked).to_dict() == checked
+    assert Manifest.from_json(Manifest.from_dict(checked).to_json()).model.weights_sha256 == "cd" * 32
     no_classes = Manifest.from_dict(manifest_dict(classes=None))
     assert no_classes.classes is None and "logits" not in no_classes.outputs
 

@@ -132,10 +132,10 @@ class Manifest:
         steering = {f.name.rstrip("_"): getattr(self.steering, f.name) for f in fields(SteeringInfo)}
         return {
             "schema_version": self.schema_version,
-            "model": {f.name: getattr(self.model, f.name) for f in fields(ModelInfo)},
+            "model": _section_dict(self.model),
             "preprocess": self.preprocess.to_dict() | {"mean": list(self.preprocess.mean),
                                                        "std": list(self.preprocess.std)},
-            "sae": {f.name: getattr(self.sae, f.name) for f in fields(SaeInfo)},
+            "sae": _section_dict(self.sae),
             "steering": steering,
             "classes": None if self.classes is None else list(self.classes),
             "templates": list(self.templates),
@@ -227,6 +227,13 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
     return cls(**sections, **rest, preprocess=spec,
                inputs=InputsInfo(overridable=inputs["overridable"], **{
                    pixel_keys[0]: _seq(inputs[pixel_keys[0]], f"inputs.{pixel_keys[0]}")}))
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    """A section dataclass -> its JSON object. An optional field left unset (None, its default)
+    is not written: a manifest from before the field reads and writes back unchanged."""
+    return {f.name: getattr(section, f.name) for f in fields(section)
+            if not (f.default is None and getattr(section, f.name) is None)}
 
 
 def _section(value: Any, section_cls: type, where: str) -> Any:
