@@ -306,9 +306,10 @@ def test_run_refuses_non_finite(session, bad, message):
 
 
 @pytest.mark.parametrize("kwargs", [{"gamma": float("nan")}, {"lambda_": float("inf")}, {"tau": "0.3"},
-                                    {"tau": True}, {"gamma": None, "lambda_": [1.0]}])
+                                    {"tau": True}, {"gamma": None, "lambda_": [1.0]},
+                                    {"gamma": 1e39}])  # finite in float64, inf in the graph's float32
 def test_run_refuses_bad_overrides(session, kwargs):
-    with pytest.raises(InputError, match="expected a finite float"):
+    with pytest.raises(InputError, match="expected a number finite in float32"):
         session.run(pixels(), **kwargs)
 
 
