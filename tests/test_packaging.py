@@ -93,7 +93,7 @@ def test_runtime_install_runs_the_python_api_without_torch(runtime_venv, exporte
     assert done.stdout.strip().startswith("(1, ")
 
 
-@pytest.mark.parametrize("command", [["extract", "--images", "x", "--out", "y"],
+@pytest.mark.parametrize("command", [["extract", "--model", "vs2-demo", "--images", "x", "--out", "y"],
                                      ["export", "--sae", "x", "--steering", "y", "--out", "z"],
                                      ["verify", "."]])
 def test_torch_side_commands_name_the_extra(runtime_venv, exported, tmp_path, command):
