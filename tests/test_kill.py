@@ -208,7 +208,7 @@ def test_export_force_killed_before_the_record_is_caught_by_verify(work, tmp_pat
     train_sae(TrainConfig(work / "acts", other, expansion=2, k=8, batch_size=128, epochs=1, seed=3))
     calibrate(CalibrateConfig(work / "acts", other, tmp_path / "steering2.json"))
     proc = spawn(tmp_path, *_export_args(work, out, other, tmp_path / "steering2.json"), "--force")
-    kill_when(proc, new_inode(out / "manifest.json"))
+    kill_when(proc, new_inode(out / "manifest.json"), timeout=300)  # after a whole export, as above
     assert_final_files_sound(out)
     assert_clean_failure(run_vs2("verify", out, "--run", work, "--images", work / "images",
                                  "--max-images", 8), 1, "manifest.sae")
