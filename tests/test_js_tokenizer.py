@@ -130,10 +130,10 @@ def test_js_tokenizer_equals_open_clip(tmp_path):
     subprocess.run(["node", str(ROOT / "tests/js/tokenize.mjs"), str(open_clip_vocab()), str(CORPUS),
                     str(out), *variants], check=True, cwd=ROOT, timeout=120)
     got = json.loads(out.read_text())
-    for (n, clean), variant in zip(VARIANTS, variants):
+    for (n, clean), variant in zip(VARIANTS, variants, strict=True):
         ref = reference(n, clean, texts)
         js = np.asarray(got["ids"][variant], dtype=np.int64)
         wrong = [texts[i] for i in range(len(texts)) if not np.array_equal(ref[i], js[i])]
         assert set(wrong) <= MOJIBAKE, f"{variant}: JS differs from open_clip on {wrong!r}"
     # The known gap is flagged by looksLikeMojibake, and nothing else is.
-    assert {t for t, flag in zip(texts, got["mojibake"]) if flag} == MOJIBAKE
+    assert {t for t, flag in zip(texts, got["mojibake"], strict=True) if flag} == MOJIBAKE

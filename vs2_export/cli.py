@@ -260,17 +260,18 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                                                help="calibrate on at most this many images"),
            cls_only: bool = typer.Option(default(ExportConfig, "cls_only"),
                                          help="last block computes the CLS query only"),
-           uint8_input: bool = typer.Option(
-               default(ExportConfig, "uint8_input"),
-               help="graph input pixels_uint8 uint8 [B, S, S, 3] (resized, cropped RGB); the graph "
-                    "normalises"),
+           pixel_input: str = typer.Option(
+               default(ExportConfig, "pixel_input"),
+               help="graph pixel input: pixel_values (float32 [B,3,S,S], normalised), pixels_uint8 "
+                    "(uint8 [B,S,S,3], resized and cropped) or image_rgb (uint8 [H,W,3], any size: "
+                    "the graph resizes, crops and normalises; the portable choice)"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """CLIP + SAE + steering (+ zero-shot head) -> ONE ONNX graph per precision, with metadata."""
     from .export import export as run
     from .runtime.contract import model_path
     cfg = ExportConfig(sae, steering, out, ModelSpec(model, pretrained), classes, tuple(template),
                        opset, force, tuple(precision), int8_mode, calibration, calibration_max,
-                       cls_only, uint8_input)
+                       cls_only, pixel_input)
     manifest = run(cfg)
     _emit(json.loads(manifest.to_json()), as_json, "\n".join(
         f"exported {model_path(out, p)}" for p in cfg.precisions))
@@ -326,12 +327,21 @@ def bench(exported: Path = typer.Argument(..., help="export folder"),
 def classify(exported: Path = typer.Argument(..., help="export folder"),
              images: list[Path] = typer.Argument(..., help="image files"),
              top: int = typer.Option(3, help="classes shown per image"),
+             classes: str | None = typer.Option(
+                 None, help="classify into these names instead (comma-separated; text.onnx, no "
+                            "re-export)"),
+             template: list[str] | None = typer.Option(
+                 None, help="prompt template with one {} for --classes (repeatable; default: the "
+                            "export's)"),
              provider: str = typer.Option("cpu", help="cpu or cuda"),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Classify images with an exported model (torch-free runtime)."""
     from .evaluate import predictions
     from .runtime.session import Vs2Session
-    results = predictions(Vs2Session(exported, provider=provider), images, top)
+    session = Vs2Session(exported, provider=provider)
+    if classes is not None:
+        session.set_classes([c.strip() for c in classes.split(",")], template or None)
+    results = predictions(session, images, top)
     if not results["predictions"]:  # nothing to show: the reasons are the one error line
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in results["skipped"][:3])
         raise Vs2Error(f"classify: none of the {len(images)} images could be read ({reasons}"

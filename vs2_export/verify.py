@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from .artifacts import write_json
@@ -19,25 +20,31 @@ from .fused import FusedParts, build_steered_clip
 from .parity import TOLERANCES, compare, latent_overlap, same_decisions
 from .runtime import contract
 from .runtime.manifest import Manifest
-from .runtime.preprocess import list_images, normalise, preprocess_paths
-from .runtime.session import Vs2Session
+from .runtime.preprocess import list_images, normalise, preprocess_image, preprocess_paths
+from .runtime.session import Vs2Session, rgb_paths
 
 log = logging.getLogger(__name__)
 
 
-def load_pixels(folder: Path, manifest: Manifest, limit: int) -> tuple[np.ndarray, list]:
+def load_pixels(folder: Path, manifest: Manifest, limit: int) -> tuple[np.ndarray | list, list]:
     """Up to `limit` images under `folder` -> (pixels in the graph's input kind, skipped
-    [(path, reason)]): float32 [N, 3, S, S], or uint8 [N, S, S, 3] for a pixels_uint8 graph."""
+    [(path, reason)]): float32 [N, 3, S, S], uint8 [N, S, S, 3] for a pixels_uint8 graph, or a
+    list of decoded RGB uint8 [H, W, 3] for image_rgb."""
     uint8 = manifest.pixel_input == contract.PIXELS_UINT8
-    batch = preprocess_paths(list_images(folder)[:limit], manifest.preprocess, uint8=uint8)
+    paths = list_images(folder)[:limit]
+    batch = (rgb_paths(paths) if manifest.pixel_input == contract.IMAGE_RGB
+             else preprocess_paths(paths, manifest.preprocess, uint8=uint8))
     if not len(batch.paths):
         raise Vs2Error(f"verify: expected readable images under {folder}, found none")
     return batch.pixels, [(str(p), r) for p, r in batch.skipped]
 
 
-def reference_pixels(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
+def reference_pixels(pixels: np.ndarray | list, manifest: Manifest) -> np.ndarray:
     """Graph-input pixels -> the float32 [N, 3, S, S] the torch reference takes: uint8 pixels go
-    through THE normalisation (preprocess.normalise), so the graph's folded one is under test."""
+    through THE normalisation (preprocess.normalise), so the graph's folded one is under test;
+    image_rgb images through THE preprocessing (PIL), so the graph's resize and crop are."""
+    if isinstance(pixels, list):
+        return np.stack([preprocess_image(Image.fromarray(x), manifest.preprocess) for x in pixels])
     return normalise(pixels, manifest.preprocess) if pixels.dtype == np.uint8 else pixels
 
 

@@ -16,16 +16,19 @@ import gzip
 import html
 import importlib.util
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
-VOCAB_FILE = f"tokenizer/{VOCAB_NAME}"
+from . import contract
+
+VOCAB_FILE = contract.VOCAB_FILE
 """Where an export keeps the vocab, relative to its folder."""
+VOCAB_NAME = Path(VOCAB_FILE).name
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 """SHA-256 of open_clip's bpe_simple_vocab_16e6.txt.gz (the OpenAI CLIP vocab)."""
 DEFAULT_CONTEXT_LENGTH = 77
@@ -62,7 +65,7 @@ class TokenizerSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TokenizerSpec":
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
@@ -124,7 +127,7 @@ class ClipTokenizer:
         self._pattern = None  # compiled on first use (needs `regex`)
 
     @classmethod
-    def from_export(cls, folder: str | Path, spec: TokenizerSpec | None = None) -> "ClipTokenizer":
+    def from_export(cls, folder: str | Path, spec: TokenizerSpec | None = None) -> ClipTokenizer:
         """The tokenizer of an exported model: spec.vocab is read relative to `folder`."""
         spec = spec or TokenizerSpec()
         return cls(Path(folder) / spec.vocab, spec.context_length, spec.clean)
@@ -161,7 +164,7 @@ class ClipTokenizer:
             return cached
         word = list(token[:-1]) + [token[-1] + "</w>"]
         while len(word) > 1:
-            ranked = [(self.bpe_ranks.get(pair, _INF), pair) for pair in zip(word, word[1:])]
+            ranked = [(self.bpe_ranks.get(pair, _INF), pair) for pair in zip(word, word[1:], strict=False)]
             rank, (first, second) = min(ranked, key=lambda item: item[0])
             if rank == _INF:
                 break
@@ -212,7 +215,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 def _compile_pattern() -> Any:
