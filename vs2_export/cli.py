@@ -372,6 +372,21 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
 
 
 @cli_command()
+def web(exported: Path = typer.Argument(..., help="export folder"),
+        out: Path = typer.Option(..., help="site folder to write (any static server can serve it)"),
+        ort_dist: Path | None = typer.Option(
+            None, help="onnxruntime-web's dist folder; default: node_modules/onnxruntime-web/dist "
+                       "of this checkout"),
+        precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (smaller)"),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Export folder -> a static web page that runs the model in the browser (onnxruntime-web)."""
+    from .web.site import build_site, default_ort_dist
+    site = build_site(exported, out, ort_dist or default_ort_dist(), precision)
+    _emit({"site": str(site)}, as_json, f"site in {site}: serve it (python -m http.server -d "
+          f"{site}) and open http://localhost:8000/")
+
+
+@cli_command()
 def quickstart(workdir: Path | None = typer.Option(None, help="default: a temporary folder"),
                n_unlabeled: int = typer.Option(default(QuickstartConfig, "n_unlabeled")),
                epochs: int = typer.Option(default(QuickstartConfig, "epochs")),
