@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 # ONNX Runtime's CUDA build where it has wheels (it runs on the CPU too), the CPU build elsewhere.
 ORT_EXTRA ?= $(shell $(PYTHON) -c "import platform; print('gpu' if (platform.system(), platform.machine()) in {('Linux', 'x86_64'), ('Windows', 'AMD64')} else 'cpu')")
 
-.PHONY: setup quickstart test lint bench
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup quickstart test lint bench js-setup
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,$(ORT_EXTRA),test]'
+	$(PY) -m pip install --quiet -e '.[export,$(ORT_EXTRA),test,text]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -22,8 +24,20 @@ quickstart: setup
 lint: setup
 	$(VENV)/bin/ruff check vs2_export tests benchmarks
 
-test: lint
-	$(PY) -m pytest
+# What the JS tests need (tests/test_js_*.py): node_modules as package-lock.json pins them, and
+# a Chromium for the browser tests (apt, as root: what CI runs as). Both steps are skipped when
+# done already, so this costs nothing on a second run.
+js-setup: node_modules/.package-lock.json
+	@test -x $(CHROMIUM) || { apt-get update && apt-get install -y chromium; }
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20+ (the JS tests run on it)"; exit 1; }
+	ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+	@touch $@
+
+# VS2_REQUIRE_JS=1: a missing node_modules or Chromium fails the JS tests instead of skipping them.
+test: lint js-setup
+	VS2_REQUIRE_JS=1 $(PY) -m pytest
 
 # Speed against the baselines on a random-weight ViT-B-32 (benchmarks/README.md).
 bench: setup

@@ -1,9 +1,9 @@
-"""Float graph + numpy normalisation vs the uint8-input graph (issue 4, item 3), one process:
+"""Float graph + numpy normalisation vs the pixels_uint8 graph (issue 4, item 3), one process:
 `python benchmarks/bench_uint8.py MODEL PRETRAINED WORK` (e.g. vs2-demo demo /tmp/u8-demo, or
 ViT-B-32 none /tmp/u8-b32 for random weights).
 
 Builds (once, into WORK) extract -> SAE -> calibrate on 64 demo images, then two fp32 exports of
-the same parts: float input and --uint8-input. Times, on the same random uint8 pixels
+the same parts: float input and --pixel-input pixels_uint8. Times, on the same random uint8 pixels
 [B, S, S, 3] (decode and resize are the same for both paths and left out):
   float: preprocess.normalise (uint8 NHWC -> float32 NCHW) + session.run
   uint8: session.run on the uint8 pixels
@@ -28,9 +28,9 @@ def build(model: ModelSpec, work: Path) -> tuple[Path, Path]:
     """WORK/float and WORK/uint8: fp32 exports of the same SAE and steering (built once)."""
     if not (work / "uint8" / "model.onnx").is_file():
         classes = build_parts(model, 32, work)
-        for name, uint8 in (("float", False), ("uint8", True)):
+        for name, pixel_input in (("float", "pixel_values"), ("uint8", "pixels_uint8")):
             export(ExportConfig(work / "sae", work / "steering.json", work / name, model, classes,
-                                force=True, uint8_input=uint8))
+                                force=True, pixel_input=pixel_input))
     return work / "float", work / "uint8"
 
 

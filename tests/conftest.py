@@ -32,3 +32,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def demo_work(tmp_path_factory):
+    """SAE + steering + classes for the demo model, built once per test session."""
+    from pipeline import demo_parts
+
+    from vs2_export.demo.data import CLASSES
+    return demo_parts(tmp_path_factory.mktemp("demo_parts"), list(CLASSES))
+
+
+@pytest.fixture(scope="session")
+def rgb_export(demo_work):
+    """A REAL demo export with the portable contract: image_rgb input, classes at run time
+    (class_embeddings, text.onnx), reference vectors, and an int8 variant (static, calibrated
+    through the image_rgb graph with every input fed). Shared by the Python and JS tests."""
+    from pipeline import export_demo
+    return export_demo(demo_work, demo_work / "rgb", pixel_input="image_rgb",
+                       precisions=("fp32", "int8"), calibration=demo_work / "unlabeled",
+                       calibration_max=16)
+
+
+@pytest.fixture(scope="session")
+def float_export(demo_work):
+    """The same SAE and steering exported with pixel_values input: the PIL path's twin."""
+    from pipeline import export_demo
+    return export_demo(demo_work, demo_work / "float")

@@ -52,3 +52,23 @@ def tamper_one_weight(model_path: Path, name_part: str, delta: float = 5.0) -> s
             onnx.save(model, str(model_path))
             return init.name
     raise AssertionError(f"no initializer named like {name_part!r}")
+
+
+def demo_parts(work: Path, classes: list[str], k: int = 8, epochs: int = 3) -> Path:
+    """Demo model: 200 target images -> extract -> SAE -> calibrate into work/, and classes.txt;
+    returns work (sae/, steering.json, classes.txt) for exports with any options."""
+    from vs2_export.demo.data import generate_unlabeled
+    images = generate_unlabeled(work / "unlabeled", 200, seed=0)
+    model = ModelSpec("vs2-demo")
+    extract(ExtractConfig(images, work / "acts", model, batch_size=32))
+    train_sae(TrainConfig(work / "acts", work / "sae", expansion=4, k=k, batch_size=64, epochs=epochs))
+    calibrate(CalibrateConfig(work / "acts", work / "sae", work / "steering.json"))
+    (work / "classes.txt").write_text("\n".join(classes) + "\n")
+    return work
+
+
+def export_demo(work: Path, out: Path, **options) -> Path:
+    """An export of demo_parts(work) with ExportConfig options (pixel_input, precisions, ...)."""
+    export(ExportConfig(work / "sae", work / "steering.json", out, ModelSpec("vs2-demo"),
+                        work / "classes.txt", **options))
+    return out

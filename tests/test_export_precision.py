@@ -155,7 +155,11 @@ def test_fp16_on_cpu_and_saved_optimised_model(demo, tmp_path):
     # ORT's level-'all' CPU optimiser crashes on fp16 graphs: the session caps it, no segfault.
     fp16 = Vs2Session(model_path(out, "fp16"))
     assert fp16.run(pixels)["embedding"].dtype == np.float32
-    saved = tmp_path / "model.optimized.onnx"
-    first = Vs2Session(out, optimized_model=saved).run(pixels)
-    again = Vs2Session(saved, optimization="disable").run(pixels)
-    assert saved.is_file() and np.allclose(first["embedding"], again["embedding"], atol=1e-6)
+    # Beside the export: a session reads class_embeddings.f32 from its model's folder.
+    saved = out / "model.optimized.onnx"
+    try:
+        first = Vs2Session(out, optimized_model=saved).run(pixels)
+        again = Vs2Session(saved, optimization="disable").run(pixels)
+        assert saved.is_file() and np.allclose(first["embedding"], again["embedding"], atol=1e-6)
+    finally:
+        saved.unlink(missing_ok=True)

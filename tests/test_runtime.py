@@ -2,12 +2,14 @@
 
 The fake graph computes checkable values from trivial ops: x = mean of pixels per channel [B, 3],
 base = x @ We, steered = base + lambda (gamma - 1) (x @ Wv) where fvu = mean(x^2) <= tau,
-both L2-normalised; logits = scale * embedding @ T^T; latents = top-2 of x @ Wl.
+both L2-normalised; logits = scale * embedding @ class_embeddings^T (T by default, from
+class_embeddings.f32); latents = top-2 of x @ Wl. Every input is a real graph input (schema 2).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -52,10 +54,13 @@ T = RNG.normal(size=(len(CLASSES), E)).astype(np.float32)
 T /= np.linalg.norm(T, axis=1, keepdims=True)
 
 
+T_BYTES = T.astype("<f4").tobytes()
+
+
 def manifest_dict(classes=CLASSES) -> dict:
-    """A valid schema-1 document for the fake graph."""
+    """A valid schema-2 document for the fake graph."""
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "model": {"id": "fake", "source": "demo", "width": D, "embed_dim": E},
         "preprocess": json.loads(json.dumps(PreprocessSpec(image_size=S).to_dict())),
         "sae": {"d": D, "n": N, "k": K, "sha256": SHA},
@@ -65,8 +70,12 @@ def manifest_dict(classes=CLASSES) -> dict:
         "logit_scale": SCALE,
         "precision": "fp32",
         "opset": 18,
+        "pixel_input": "pixel_values",
         "inputs": {"pixel_values": [None, 3, S, S],
                    "overridable": {"steer_gamma": GAMMA, "steer_lambda": LAM, "gate_tau": TAU}},
+        "class_embeddings": {"file": "class_embeddings.f32", "shape": [len(classes), E],
+                             "sha256": hashlib.sha256(T_BYTES).hexdigest()} if classes else None,
+        "text": None,
         "outputs": ["embedding", "base_embedding"] + (["logits"] if classes else [])
                    + ["fvu", "steered", "latent_indices", "latent_values"],
         "versions": {"vs2_export": "0.1.0"},
@@ -80,7 +89,7 @@ def _const(name: str, value) -> onnx.TensorProto:
 
 
 def build_fake_model(classes=CLASSES, metadata: str | None = None) -> onnx.ModelProto:
-    """The contract's inputs (incl. the 3 overridable scalar initializers) and outputs."""
+    """The contract's inputs (pixels, the 3 steering scalars, class_embeddings) and outputs."""
     n = helper.make_node
     nodes = [
         n("ReduceMean", ["pixel_values", "axes23"], ["x"], keepdims=0),
@@ -104,16 +113,17 @@ def build_fake_model(classes=CLASSES, metadata: str | None = None) -> onnx.Model
     ]
     inits = [_const("axes23", np.array([2, 3], np.int64)), _const("axes1", np.array([1], np.int64)),
              _const("one", np.float32(1.0)), _const("W_e", W_E), _const("W_v", W_V), _const("W_l", W_L),
-             _const("kk", np.array([K], np.int64)), _const("steer_gamma", np.float32(GAMMA)),
-             _const("steer_lambda", np.float32(LAM)), _const("gate_tau", np.float32(TAU))]
+             _const("kk", np.array([K], np.int64))]
     f32, vi = TensorProto.FLOAT, helper.make_tensor_value_info
     inputs = [vi("pixel_values", f32, ["B", 3, S, S])] + [
         vi(name, f32, []) for name in ("steer_gamma", "steer_lambda", "gate_tau")]
     outputs = [vi("embedding", f32, ["B", E]), vi("base_embedding", f32, ["B", E])]
     if classes:
-        nodes += [n("MatMul", ["embedding", "T_t"], ["cos"]), n("Mul", ["cos", "scale"], ["logits"])]
-        inits += [_const("T_t", T.T.copy()), _const("scale", np.float32(SCALE))]
-        outputs.append(vi("logits", f32, ["B", len(classes)]))
+        nodes += [n("Transpose", ["class_embeddings"], ["T_t"], perm=[1, 0]),
+                  n("MatMul", ["embedding", "T_t"], ["cos"]), n("Mul", ["cos", "scale"], ["logits"])]
+        inits += [_const("scale", np.float32(SCALE))]
+        inputs.append(vi("class_embeddings", f32, ["C", E]))
+        outputs.append(vi("logits", f32, ["B", "C"]))
     outputs += [vi("fvu", f32, ["B"]), vi("steered", TensorProto.BOOL, ["B"]),
                 vi("latent_indices", TensorProto.INT64, ["B", K]), vi("latent_values", f32, ["B", K])]
     graph = helper.make_graph(nodes, "fake_vs2", inputs, outputs, inits)
@@ -143,6 +153,7 @@ def expected_outputs(pixels: np.ndarray, gamma=GAMMA, lam=LAM, tau=TAU) -> dict[
 def save_model(folder: Path, model: onnx.ModelProto) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, folder / "model.onnx")
+    (folder / "class_embeddings.f32").write_bytes(T_BYTES)
     return folder
 
 
@@ -194,7 +205,7 @@ def _set(path: str, value):
 
 
 MANIFEST_ERRORS = [
-    (_set("schema_version", 2), "schema_version: expected 1"),
+    (_set("schema_version", 1), "schema_version: expected 2 (this runtime reads schema 2 only)"),
     (_set("model", KeyError), "required key(s) ['model'] missing"),
     (_set("sae.sha256", KeyError), "sae: required key(s) ['sha256']"),
     (_set("extra", 1), "unknown key(s) ['extra']"),
@@ -218,8 +229,21 @@ MANIFEST_ERRORS = [
     (_set("templates", ["a photo"]), "templates[0]: expected a string containing '{}'"),
     (_set("precision", "fp8"), "precision: expected one of ['fp32', 'fp16', 'int8'], got 'fp8'"),
     (_set("inputs.pixel_values", [None, 3, 224, 224]), "inputs.pixel_values: expected [null, 3, 8, 8]"),
-    (_set("inputs.overridable", {"steer_gamma": 9.0}), "inputs.overridable.steer_gamma"),
-    (_set("inputs.overridable", {"other": 1.0}), "inputs.overridable: expected keys among"),
+    (_set("inputs.overridable.steer_gamma", 9.0), "inputs.overridable.steer_gamma"),
+    (_set("inputs.overridable", {"other": 1.0}), "inputs.overridable: expected exactly the keys"),
+    (_set("inputs.overridable", {"steer_gamma": GAMMA, "steer_lambda": LAM}),
+     "inputs.overridable: expected exactly the keys"),
+    (_set("pixel_input", "pixels_uint8"), "pixel_input: expected the pixel key of inputs"),
+    (_set("pixel_input", KeyError), "required key(s) ['pixel_input'] missing"),
+    (_set("inputs.max_side", 4096), "inputs: unknown key(s) ['max_side']"),
+    (_set("class_embeddings", None), "class_embeddings: expected an object (classes given)"),
+    (_set("class_embeddings.shape", [2, E]), "class_embeddings.shape: expected [3, 4]"),
+    (_set("class_embeddings.file", "../x.f32"), "class_embeddings.file: expected 'class_embeddings.f32'"),
+    (_set("class_embeddings.sha256", "XY"), "class_embeddings.sha256: expected 64 lowercase hex digits"),
+    (_set("text", {"model": "text.onnx", "vocab": "tokenizer/bpe_simple_vocab_16e6.txt.gz",
+                   "context_length": 1, "clean": "lower"}), "text.context_length"),
+    (_set("text", {"model": "/etc/passwd", "vocab": "tokenizer/bpe_simple_vocab_16e6.txt.gz",
+                   "context_length": 77, "clean": "lower"}), "text.model: expected 'text.onnx'"),
     (_set("created", "yesterday"), "created: expected an ISO 8601"),
     (_set("versions", {"torch": 2}), "versions"),
 ]
@@ -430,8 +454,9 @@ def _tampered(kind: str) -> str:
         data = manifest_dict(classes=None)
     elif kind == "schema":
         data["schema_version"] = 99
-    elif kind == "classes":  # two names for a graph with three logit columns
+    elif kind == "classes":  # two names, but class_embeddings.f32 holds three rows
         data["classes"] = CLASSES[:2]
+        data["class_embeddings"]["shape"] = [2, E]
     return json.dumps(data)
 
 
@@ -441,7 +466,7 @@ def _tampered(kind: str) -> str:
     (_tampered("k_gt_n"), "sae.k"),
     (_tampered("schema"), "schema_version"),
     (_tampered("outputs"), "do not match manifest outputs"),
-    (_tampered("classes"), "output logits: expected 2 columns (from the manifest), got 3"),
+    (_tampered("classes"), "expected 2 x 4 float32 (32 bytes, from the manifest), got 48 bytes"),
 ])
 def test_missing_or_tampered_metadata_refused(tmp_path, metadata, message):
     folder = save_model(tmp_path / "m", build_fake_model(metadata=metadata))

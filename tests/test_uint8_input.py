@@ -1,6 +1,6 @@
 """uint8 NHWC input with the normalisation folded into the graph (issue 4, item 3): the demo model
-exported with --uint8-input takes pixels_uint8 uint8 [B, S, S, 3], gives the float graph's outputs
-on the same images, passes verify and eval, and its session checks the new input kind."""
+exported with --pixel-input pixels_uint8 takes pixels_uint8 uint8 [B, S, S, 3], gives the float
+graph's outputs on the same images, passes verify and eval, and its session checks the input."""
 
 import json
 
@@ -46,7 +46,7 @@ def exports(tmp_path_factory):
     out = work / "uint8"
     result = CliRunner().invoke(app, [str(a) for a in (
         "export", "--sae", work / "sae", "--steering", work / "steering.json", "--classes",
-        work / "classes.txt", "--out", out, "--uint8-input", "--precision", "fp16",
+        work / "classes.txt", "--out", out, "--pixel-input", "pixels_uint8", "--precision", "fp16",
         "--precision", "int8", "--calibration", calib)])
     assert result.exit_code == 0, (result.output, result.exception)
     return floats, out, labeled
@@ -63,7 +63,7 @@ def test_graph_takes_pixels_uint8_nhwc(exports):
         session = Vs2Session(model_path(out, precision))
         assert session.manifest.pixel_input == "pixels_uint8"
     meta = json.loads((out / "manifest.json").read_text())
-    assert meta["inputs"]["pixels_uint8"] == [None, S, S, 3]
+    assert meta["inputs"]["pixels_uint8"] == [None, S, S, 3] and meta["pixel_input"] == "pixels_uint8"
     assert "pixel_values" not in meta["inputs"]
 
 
@@ -138,6 +138,8 @@ def test_manifest_takes_exactly_one_pixel_input(exports):
     both = {**new, "inputs": {**new["inputs"], "pixel_values": [None, 3, S, S]}}
     with pytest.raises(ManifestError, match="exactly one"):
         Manifest.from_dict(both)
+    with pytest.raises(ManifestError, match="pixel_input: expected the pixel key of inputs"):
+        Manifest.from_dict({**new, "pixel_input": "pixel_values"})
     wrong = {**new, "inputs": {**new["inputs"], "pixels_uint8": [None, 3, S, S]}}
     with pytest.raises(ManifestError, match=r"inputs.pixels_uint8: expected \[null, 64, 64, 3\]"):
         Manifest.from_dict(wrong)

@@ -23,6 +23,7 @@ For image_rgb the graph resizes (shortest side, antialiased bicubic) and centre-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -63,7 +64,8 @@ def build(out: str | Path, *, pixel_input: str = "image_rgb", image_size: int = 
                                  CLASSES, TEMPLATES)
     class_emb.astype("<f4").tofile(out / "class_embeddings.f32")
     tau = _median_fvu(image, pixel_input, image_size, class_emb, rng)
-    manifest = _manifest(pixel_input, dims, context_length, tau)
+    manifest = _manifest(pixel_input, dims, context_length, tau,
+                         hashlib.sha256((out / "class_embeddings.f32").read_bytes()).hexdigest())
     onnx.helper.set_model_props(image, {"vs2_export": json.dumps(manifest)})
     onnx.checker.check_model(image)
     onnx.save(image, out / "model.onnx")
@@ -81,12 +83,13 @@ def class_embeddings(text_session: ort.InferenceSession, tokenizer: ClipTokenize
     return (mean / np.linalg.norm(mean, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _manifest(pixel_input: str, dims: dict, context_length: int, tau: float) -> dict:
+def _manifest(pixel_input: str, dims: dict, context_length: int, tau: float, class_sha: str) -> dict:
+    """A schema-2 manifest (Vs2Session loads the toy too)."""
     s = dims["S"]
     shapes = {"pixel_values": [None, 3, s, s], "pixels_uint8": [None, s, s, 3],
               "image_rgb": [None, None, 3]}
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "model": {"id": "toy", "source": "none", "width": dims["d"], "embed_dim": dims["E"]},
         "preprocess": {"image_size": s, "mean": list(MEAN), "std": list(STD),
                        "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0},
@@ -99,7 +102,10 @@ def _manifest(pixel_input: str, dims: dict, context_length: int, tau: float) -> 
         "opset": OPSET,
         "pixel_input": pixel_input,
         "inputs": {pixel_input: shapes[pixel_input],
+                   **({"max_side": 8192} if pixel_input == "image_rgb" else {}),
                    "overridable": {"steer_gamma": 1.5, "steer_lambda": 2.1, "gate_tau": tau}},
+        "class_embeddings": {"file": "class_embeddings.f32", "shape": [len(CLASSES), dims["E"]],
+                             "sha256": class_sha},
         "outputs": ["embedding", "base_embedding", "logits", "fvu", "steered", "latent_indices",
                     "latent_values"],
         "text": {"model": "text.onnx", "context_length": context_length,

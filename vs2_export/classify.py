@@ -61,14 +61,18 @@ def predictions(session: Vs2Session, paths: Sequence[Path], top_k: int = 3) -> C
 
 
 def classify(exported: Path, images: Sequence[Path], top_k: int = 3, provider: str = "cpu",
-             precision: str | None = None) -> ClassifyResult:
+             precision: str | None = None, classes: Sequence[str] | None = None,
+             templates: Sequence[str] | None = None) -> ClassifyResult:
     """`vs2 classify`: files or folders of images, with an export folder or one model file in it.
     A folder is never half-classified silently: unreadable files are listed; when none can be
-    read, that is one error naming the first reasons."""
+    read, that is one error naming the first reasons. classes: names to classify into instead
+    of the export's, through its text graph (no re-export)."""
     if not 1 <= top_k <= 1000:
         raise Vs2Error(f"top: expected an int in [1, 1000], got {top_k}")
     files, refused = image_files(images)
     session = Vs2Session(contract.locate(exported, precision)[0], provider=provider)
+    if classes is not None:
+        session.set_classes(list(classes), templates)
     result = predictions(session, files, top_k) if files else ClassifyResult((), ())
     result = ClassifyResult(result.predictions,
                             result.skipped + tuple((str(p), r) for p, r in refused))

@@ -338,10 +338,11 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                                                help="calibrate on at most this many images"),
            cls_only: bool = typer.Option(default(ExportConfig, "cls_only"),
                                          help="last block computes the CLS query only"),
-           uint8_input: bool = typer.Option(
-               default(ExportConfig, "uint8_input"),
-               help="graph input pixels_uint8 uint8 [B, S, S, 3] (resized, cropped RGB); the graph "
-                    "normalises"),
+           pixel_input: str = typer.Option(
+               default(ExportConfig, "pixel_input"),
+               help="graph pixel input: pixel_values (float32 [B,3,S,S], normalised), pixels_uint8 "
+                    "(uint8 [B,S,S,3], resized and cropped) or image_rgb (uint8 [H,W,3], any size: "
+                    "the graph resizes, crops and normalises; the portable choice)"),
            run_folder: Path | None = typer.Option(
                None, "--run", help="run folder for the export record and checks (folder); "
                                    "default: the folder of --steering"),
@@ -352,9 +353,12 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
     from .export import export as run
     from .export import resolve
     from .runtime.contract import model_path, record_path
-    cfg = ExportConfig(sae, steering, out, model and ModelSpec(model, pretrained), classes,
-                       tuple(template), opset, force, tuple(precision), int8_mode, calibration,
-                       calibration_max, cls_only, uint8_input, run_folder)
+    cfg = ExportConfig(sae=sae, steering=steering, out=out,
+                       model=model and ModelSpec(model, pretrained), classes=classes,
+                       templates=tuple(template), opset=opset, force=force,
+                       precisions=tuple(precision), int8_mode=int8_mode, calibration=calibration,
+                       calibration_max=calibration_max, cls_only=cls_only,
+                       pixel_input=pixel_input, run=run_folder)
     resolved = resolve(cfg)
     _announce(describe(resolved.model.name, resolved.model.source))
     manifest = run(cfg)
@@ -427,11 +431,18 @@ def classify(exported: Path = typer.Argument(..., help="export folder, or one mo
              images: list[Path] = typer.Argument(..., help="image files or folders of images"),
              top: int = typer.Option(3, help="classes shown per image"),
              precision: str | None = typer.Option(None, help=PRECISION_HELP),
+             classes: str | None = typer.Option(
+                 None, help="classify into these names instead (comma-separated; text.onnx, no "
+                            "re-export)"),
+             template: list[str] | None = typer.Option(
+                 None, help="prompt template with one {} for --classes (repeatable; default: the "
+                            "export's)"),
              provider: str = typer.Option("cpu", help="cpu or cuda"),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Classify images with an exported model (torch-free runtime)."""
     from .classify import classify as run
-    result = run(exported, images, top, provider, precision)
+    names = None if classes is None else [c.strip() for c in classes.split(",")]
+    result = run(exported, images, top, provider, precision, names, template or None)
     _emit(result.to_json(), as_json, result.format())
 
 
@@ -452,6 +463,21 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
     result = evaluate(EvalConfig(exported, images, batch_size, provider, report, run_folder,
                                  precision))
     _emit(result, as_json, format_table(result))
+
+
+@cli_command()
+def web(exported: Path = typer.Argument(..., help="export folder"),
+        out: Path = typer.Option(..., help="site folder to write (any static server can serve it)"),
+        ort_dist: Path | None = typer.Option(
+            None, help="onnxruntime-web's dist folder; default: node_modules/onnxruntime-web/dist "
+                       "of this checkout"),
+        precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (smaller)"),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Export folder -> a static web page that runs the model in the browser (onnxruntime-web)."""
+    from .web.site import build_site, default_ort_dist
+    site = build_site(exported, out, ort_dist or default_ort_dist(), precision)
+    _emit({"site": str(site)}, as_json, f"site in {site}: serve it (python -m http.server -d "
+          f"{site}) and open http://localhost:8000/")
 
 
 @cli_command()

@@ -280,9 +280,12 @@ class ExportConfig:
     the demo's worst-image cosine from 0.97 to 0.995, measured)."""
     cls_only: bool = True
     """The last block computes only the CLS query (same math, ~6.6% fewer FLOPs on ViT-B-32)."""
-    uint8_input: bool = False
-    """Graph input pixels_uint8 uint8 [B, S, S, 3]: decoded, resized, cropped RGB; the graph
-    casts, scales and normalises (instead of pixel_values float32 [B, 3, S, S])."""
+    pixel_input: str = contract.PIXEL_VALUES
+    """The graph's pixel input (contract.PIXEL_INPUTS): 'pixel_values' float32 [B, 3, S, S]
+    normalised by the app; 'pixels_uint8' uint8 [B, S, S, 3] resized, cropped RGB, normalised in
+    the graph; 'image_rgb' uint8 [H, W, 3], one decoded image of any size up to
+    contract.MAX_SIDE, resized, cropped and normalised in the graph (the portable choice: JS
+    and other runtimes need no resampler)."""
     run: Path | None = None
     """The run folder, where the export record (what verify rebuilds the reference from) and
     the export-time variant checks go; None = the folder holding `steering`. Never `out`."""
@@ -300,6 +303,10 @@ class ExportConfig:
         for t in self.templates:
             _check(t.count("{}") == 1, f"template: expected exactly one '{{}}', got {t!r}")
         _check(17 <= self.opset <= 21, f"opset: expected 17..21, got {self.opset}")
+        _check(self.pixel_input in contract.PIXEL_INPUTS,
+               f"pixel_input: expected one of {list(contract.PIXEL_INPUTS)}, got {self.pixel_input!r}")
+        _check(self.pixel_input != contract.IMAGE_RGB or self.opset >= 18,
+               f"pixel_input image_rgb: expected opset >= 18 (Resize antialias), got {self.opset}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """model + sae/ + steering.json (+ classes) -> exported/NAME/: ONE ONNX graph and its metadata.
 
-    exported/NAME/model.onnx        pixels -> embedding, base_embedding, [logits], fvu, steered,
+    exported/NAME/model.onnx        pixels, steer_gamma, steer_lambda, gate_tau [, class_embeddings]
+                                    -> embedding, base_embedding, [logits], fvu, steered,
                                     latent_indices, latent_values; metadata under contract.METADATA_KEY
     exported/NAME/manifest.json     the same metadata, for people
+    exported/NAME/class_embeddings.f32, text.onnx, tokenizer/   with classes: the default class
+                                    matrix, and what names new classes at run time (text_tower.py)
+    exported/NAME/reference/        images, their graph inputs and outputs, for ports (reference.py)
     RUN/exports/NAME.json           the export record: what verify rebuilds the reference from
                                     (record.py); RUN defaults to the folder of steering.json
 
@@ -25,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 from tqdm import tqdm
 
 from . import __version__
@@ -34,14 +37,18 @@ from .clip import describe
 from .config import DEMO_MODEL, ExportConfig, ModelSpec, to_jsonable
 from .errors import Vs2Error
 from .fused import FusedParts, Uint8Pixels, build_steered_clip
+from .image_front import prepend_image_front
 from .parity import TOLERANCES
 from .precision import calibration_pixels, check_graph, write_variant
 from .record import make_record, write_record
+from .reference import write_reference
 from .runtime import contract
+from .runtime.classes import encode_class_embeddings
 from .runtime.manifest import Manifest
 from .sae import sae_origin
 from .steering import load_steering
 from .store import ActivationStore, spread
+from .text_tower import text_spec, write_text_tower
 from .zeroshot import read_classes
 
 log = logging.getLogger(__name__)
@@ -59,44 +66,62 @@ def no_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
-def trace_to_onnx(parts: FusedParts, opset: int, uint8_input: bool = False) -> onnx.ModelProto:
+def trace_to_onnx(parts: FusedParts, opset: int,
+                  pixel_input: str = contract.PIXEL_VALUES) -> onnx.ModelProto:
     """SteeredClip -> ModelProto with the dynamo exporter, dynamic batch (docs/design.md pitfalls:
     torch >= 2.9 defaults to dynamo, where dynamic_axes no longer works; it wants batch >= 2).
-    uint8_input: the graph takes pixels_uint8 uint8 [B, S, S, 3] and normalises them itself
-    (fused.Uint8Pixels)."""
+
+    Every non-pixel input (steering scalars, class_embeddings [C, E] with dynamic C) is a forward()
+    argument, so it is a required graph input that constant folding cannot touch. pixel_input:
+    pixels_uint8 wraps the module in fused.Uint8Pixels; image_rgb adds image_front's resize and
+    crop in front of that."""
     spec = parts.clip.preprocess
     size = spec.image_size
-    if uint8_input:
+    if pixel_input == contract.PIXEL_VALUES:
+        module, name, dummy = parts.module, contract.PIXEL_VALUES, torch.randn(2, 3, size, size)
+    else:
         module, name = Uint8Pixels(parts.module, spec.mean, spec.std).eval(), contract.PIXELS_UINT8
         dummy = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
-    else:
-        module, name, dummy = parts.module, contract.PIXEL_VALUES, torch.randn(2, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    scalars = parts.scalars()
+    inputs = parts.inputs()
+    shapes = {name: {0: torch.export.Dim("batch", min=1, max=4096)}, **{n: None for n in inputs}}
+    if contract.CLASS_EMBEDDINGS in inputs:  # traced with 3 rows: 0 and 1 would be specialised
+        text = inputs[contract.CLASS_EMBEDDINGS]
+        inputs[contract.CLASS_EMBEDDINGS] = torch.nn.functional.normalize(torch.randn(3, text.shape[1]), dim=-1)
+        shapes[contract.CLASS_EMBEDDINGS] = {0: torch.export.Dim("classes", min=1)}
     with no_mha_fastpath(), torch.no_grad():
         program = torch.onnx.export(
-            module, (dummy, *scalars.values()), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[name, *contract.STEERING_INPUTS], output_names=list(module.output_names),
-            dynamic_shapes={name: {0: batch}, **{n: None for n in contract.STEERING_INPUTS}})
-    return program.model_proto
+            module, (dummy, *inputs.values()), dynamo=True, opset_version=opset, verbose=False,
+            input_names=[name, *inputs], output_names=list(module.output_names),
+            dynamic_shapes=shapes)
+    model = program.model_proto
+    _check_inputs(model, [name, *inputs])
+    if pixel_input == contract.IMAGE_RGB:
+        prepend_image_front(model, spec)
+    return model
 
 
-def make_overridable(model: onnx.ModelProto, defaults: dict[str, torch.Tensor]) -> None:
-    """Give the scalar graph inputs default values: an initializer with an input's name makes the
-    input optional, so apps can change steering strength and gate at run time (docs/design.md)."""
-    graph_inputs = {i.name for i in model.graph.input}
-    for name, value in defaults.items():
-        if name not in graph_inputs:
-            raise Vs2Error(f"export: expected graph input {name!r}, the exporter dropped it")
-        model.graph.initializer.append(numpy_helper.from_array(value.numpy(), name=name))
+def _check_inputs(model: onnx.ModelProto, expected: list[str]) -> None:
+    """Every input must survive as a real graph input without an initializer of its name: JS
+    bindings cannot feed initializers (and ORT warns about them on load)."""
+    names = [i.name for i in model.graph.input]
+    baked = {i.name for i in model.graph.initializer} & set(expected)
+    if names != expected or baked:
+        raise Vs2Error(f"export: expected graph inputs {expected}, the exporter gave {names}"
+                       + (f" with initializers {sorted(baked)}" if baked else ""))
 
 
-def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str]) -> Manifest:
-    """The metadata contract (runtime/manifest.py validates it, here and in every app)."""
+def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str],
+                   class_bytes: bytes | None, text: dict | None) -> Manifest:
+    """The metadata contract (runtime/manifest.py validates it, here and in every app).
+    class_bytes: the class_embeddings.f32 content (its shape and SHA-256 go in); text: the text
+    graph's TokenizerSpec dict, or None without a text graph."""
     size = parts.clip.preprocess.image_size
     s = parts.steering
+    shapes = {contract.PIXEL_VALUES: [None, 3, size, size], contract.PIXELS_UINT8: [None, size, size, 3],
+              contract.IMAGE_RGB: [None, None, 3]}
+    rgb = {"max_side": contract.MAX_SIDE} if cfg.pixel_input == contract.IMAGE_RGB else {}
     return Manifest.from_dict({
-        "schema_version": 1,
+        "schema_version": contract.SCHEMA_VERSION,
         "model": {"id": cfg.model.name, "source": cfg.model.source, "width": parts.clip.width,
                   "embed_dim": parts.clip.embed_dim, "weights_sha256": parts.clip.weights_sha256},
         "preprocess": parts.clip.preprocess.to_dict(),
@@ -109,9 +134,14 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str]) -> 
         "logit_scale": parts.module.logit_scale,
         "precision": "fp32",
         "opset": cfg.opset,
-        "inputs": {**({contract.PIXELS_UINT8: [None, size, size, 3]} if cfg.uint8_input
-                      else {contract.PIXEL_VALUES: [None, 3, size, size]}),
+        "pixel_input": cfg.pixel_input,
+        "inputs": {cfg.pixel_input: shapes[cfg.pixel_input], **rgb,
                    "overridable": {k: float(v) for k, v in parts.scalars().items()}},
+        "class_embeddings": None if class_bytes is None else {
+            "file": contract.CLASS_EMBEDDINGS_FILE,
+            "shape": [len(parts.classes), parts.clip.embed_dim],
+            "sha256": hashlib.sha256(class_bytes).hexdigest()},
+        "text": text,
         "outputs": outputs,
         "versions": _versions(),
         "tolerances": {p: to_jsonable(t) for p, t in TOLERANCES.items()},
@@ -144,20 +174,26 @@ def export(cfg: ExportConfig) -> Manifest:
                                cfg.cls_only)
     check_weights(parts, cfg)
     stage("trace the fused graph (dynamo)")
-    model = trace_to_onnx(parts, cfg.opset, cfg.uint8_input)
-    make_overridable(model, parts.scalars())
-    manifest = build_manifest(parts, cfg, [o.name for o in model.graph.output])
+    model = trace_to_onnx(parts, cfg.opset, cfg.pixel_input)
+    class_bytes = encode_class_embeddings(parts.module.text.numpy()) if classes else None
+    text = text_spec(parts.clip) if classes else None
+    manifest = build_manifest(parts, cfg, [o.name for o in model.graph.output], class_bytes,
+                              text and text.to_dict() | {"model": contract.TEXT_MODEL_FILE})
     onnx.helper.set_model_props(model, {contract.METADATA_KEY: manifest.to_json()})
     if model.ByteSize() >= TWO_GB:
         raise Vs2Error("export: graphs over 2 GB need external data, not supported yet")
     pixels = _calibration(cfg, manifest)  # before anything is written: refused early
     stage(f"write and check {contract.MODEL_FILE}")
+    _write_class_files(cfg, class_bytes)
+    if text is not None:
+        write_text_tower(parts.clip, cfg.out)
     with atomic_path(cfg.out / contract.MODEL_FILE) as tmp:
         onnx.save_model(model, str(tmp))
         check_graph(tmp, manifest)
     write_json(cfg.out / contract.MANIFEST_FILE, json.loads(manifest.to_json()))
     log.info("exported %s (%.1f MB)", cfg.out / contract.MODEL_FILE,
              (cfg.out / contract.MODEL_FILE).stat().st_size / 1e6)
+    write_reference(cfg.out)
     for precision in cfg.precisions[1:]:
         stage(f"{precision} variant")
         write_variant(cfg, manifest, precision, pixels)
@@ -252,5 +288,16 @@ def _record(cfg: ExportConfig, parts: FusedParts):
         templates=list(parts.templates),
         text_sha256=None if text is None else hashlib.sha256(
             text.detach().float().contiguous().numpy().tobytes()).hexdigest(),
-        cls_only=cfg.cls_only, uint8_input=cfg.uint8_input, opset=cfg.opset,
+        cls_only=cfg.cls_only, pixel_input=cfg.pixel_input, opset=cfg.opset,
         precisions=list(cfg.precisions), int8_mode=cfg.int8_mode)
+
+
+def _write_class_files(cfg: ExportConfig, class_bytes: bytes | None) -> None:
+    """The default class_embeddings input (its shape and SHA-256 are in the manifest); an
+    export without classes (--force over one with them) keeps no file describing old classes."""
+    if class_bytes is not None:
+        with atomic_path(cfg.out / contract.CLASS_EMBEDDINGS_FILE) as tmp:
+            tmp.write_bytes(class_bytes)
+    else:
+        for name in (contract.CLASS_EMBEDDINGS_FILE, contract.TEXT_MODEL_FILE):
+            (cfg.out / name).unlink(missing_ok=True)

@@ -1,7 +1,12 @@
 """SteeredClip: the exact module that gets exported, and the PyTorch reference that verify runs.
 
     pixel_values [B, 3, S, S] -> trunk -> h [B, d] -> SAE encode -> FVU gate -> VS2 steering
-        -> ln_post -> proj -> L2 normalise -> embedding [B, E] (-> logits [B, C])
+        -> ln_post -> proj -> L2 normalise -> embedding [B, E]
+        (-> logits [B, C] = logit_scale * embedding @ class_embeddings^T, class_embeddings [C, E]
+            a graph input: classes change at run time)
+
+The steering scalars and class_embeddings are forward() arguments, so the exporter makes them
+graph inputs; nothing of them is a weight that constant folding could bake in.
 """
 
 from __future__ import annotations
@@ -31,10 +36,9 @@ class SteeredClip(nn.Module):
         self.trunk = ClipTrunk(visual, cls_only)  # cls_only: clip.ClipTrunk (same math, fewer FLOPs)
         self.head = ClipHead(visual)
         self.sae = sae
-        if text is not None:
-            self.register_buffer("text", text.float())          # [C, E], rows unit-norm
-        else:
-            self.text = None
+        # [C, E] unit rows: the default of the class_embeddings input. A plain attribute, not a
+        # buffer: it must not become a weight of the graph (the graph takes it as an input).
+        self.text = text.float() if text is not None else None
         self.logit_scale = float(logit_scale)
 
     @property
@@ -42,14 +46,19 @@ class SteeredClip(nn.Module):
         return tuple(n for n in contract.OUTPUTS if n != contract.LOGITS or self.text is not None)
 
     def forward(self, pixel_values: torch.Tensor, steer_gamma: torch.Tensor,
-                steer_lambda: torch.Tensor, gate_tau: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Outputs in `output_names` order; scalars are 0-d float tensors."""
+                steer_lambda: torch.Tensor, gate_tau: torch.Tensor,
+                class_embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Outputs in `output_names` order; scalars are 0-d float tensors; class_embeddings
+        [C, E] (default: the export's classes) is used only by a module built with classes."""
         h = self.trunk(pixel_values)
         out = steer(h, self.sae, steer_gamma, steer_lambda, gate_tau)
         # Plain CLIP and steered CLIP share the head; steering only replaces h (docs/method.md s. 1).
         base = F.normalize(self.head(h), dim=-1)
         embedding = F.normalize(self.head(out.h), dim=-1)
-        logits = (self.logit_scale * embedding @ self.text.T,) if self.text is not None else ()
+        logits = ()
+        if self.text is not None:
+            classes = self.text if class_embeddings is None else class_embeddings
+            logits = (self.logit_scale * embedding @ classes.T,)
         return (embedding, base, *logits, out.fvu, out.steered, out.indices, out.values)
 
 
@@ -74,10 +83,11 @@ class Uint8Pixels(nn.Module):
         return self.steered.output_names
 
     def forward(self, pixels_uint8: torch.Tensor, steer_gamma: torch.Tensor,
-                steer_lambda: torch.Tensor, gate_tau: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                steer_lambda: torch.Tensor, gate_tau: torch.Tensor,
+                class_embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """uint8 [B, S, S, 3] -> SteeredClip's outputs (pixels [B, 3, S, S] float32 inside)."""
         pixels = pixels_uint8.permute(0, 3, 1, 2).float() * self.scale - self.shift
-        return self.steered(pixels, steer_gamma, steer_lambda, gate_tau)
+        return self.steered(pixels, steer_gamma, steer_lambda, gate_tau, class_embeddings)
 
 
 @dataclass(frozen=True)
@@ -92,10 +102,16 @@ class FusedParts:
     templates: tuple[str, ...]
 
     def scalars(self) -> dict[str, torch.Tensor]:
-        """The default values of the overridable graph inputs."""
+        """The default values of the steering inputs (float32 0-d)."""
         s = self.steering
         return {name: torch.tensor(v, dtype=torch.float32)
                 for name, v in zip(contract.STEERING_INPUTS, (s.gamma, s.lambda_, s.tau), strict=True)}
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """Every input but the pixels, with its default, in forward() order: the steering scalars,
+        then class_embeddings [C, E] when built with classes."""
+        text = self.module.text
+        return self.scalars() | ({contract.CLASS_EMBEDDINGS: text} if text is not None else {})
 
 
 def build_steered_clip(model: ModelSpec, sae_dir: Path, steering_path: Path,

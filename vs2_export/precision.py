@@ -29,9 +29,11 @@ from .config import ExportConfig
 from .errors import Vs2Error
 from .parity import TOLERANCES, compare
 from .runtime import contract
+from .runtime.classes import read_class_embeddings
 from .runtime.manifest import Manifest
 from .runtime.preprocess import list_images, preprocess_paths
 from .runtime.providers import create_session
+from .runtime.session import Vs2Session, rgb_paths, steering_feeds
 
 log = logging.getLogger(__name__)
 TRUNK_SCOPE = "/trunk: "
@@ -151,20 +153,27 @@ def _topological(graph: onnx.GraphProto, nodes: list) -> list:
 
 class PixelReader:
     """ORT CalibrationDataReader over pixels in batches: float32 [N, 3, S, S] for input
-    pixel_values, uint8 [N, S, S, 3] for pixels_uint8."""
+    pixel_values, uint8 [N, S, S, 3] for pixels_uint8, a list of uint8 [H, W, 3] for image_rgb
+    (one image a batch). extra: the other required inputs (steering scalars, class_embeddings),
+    fed with every batch."""
 
-    def __init__(self, pixels: np.ndarray, batch: int = 8, name: str = contract.PIXEL_VALUES):
-        self._batches = iter([{name: pixels[s:s + batch]}
-                              for s in range(0, len(pixels), batch)])
+    def __init__(self, pixels: np.ndarray | list, batch: int = 8, name: str = contract.PIXEL_VALUES,
+                 extra: dict[str, np.ndarray] | None = None):
+        if name == contract.IMAGE_RGB:  # one image a batch: their sizes differ
+            batches = list(pixels)
+        else:
+            batches = [pixels[s:s + batch] for s in range(0, len(pixels), batch)]
+        self._batches = iter([{**(extra or {}), name: b} for b in batches])
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
 
 
-def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | None, mode: str = "static",
-            input_name: str = contract.PIXEL_VALUES) -> None:
+def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | list | None, mode: str = "static",
+            input_name: str = contract.PIXEL_VALUES, extra: dict[str, np.ndarray] | None = None) -> None:
     """fp32 file -> int8 file (no metadata yet). pixels: calibration set (static) for the graph
-    input input_name (float32 [N, 3, S, S], or uint8 [N, S, S, 3] for pixels_uint8).
+    input input_name (float32 [N, 3, S, S], uint8 [N, S, S, 3] for pixels_uint8, a list of
+    uint8 [H, W, 3] for image_rgb); extra: the other inputs' defaults (steering, classes).
 
     Weights int8 per channel, activations uint8 asymmetric: the u8s8 kernels are ORT's fast path
     on x86. quant_pre_process needs skip_symbolic_shape=True on these graphs (docs/design.md pitfalls).
@@ -192,7 +201,7 @@ def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | None, mode: st
         if mode == "dynamic":
             quantize_dynamic(str(pre), str(out_path), **common)
         else:
-            quantize_static(str(pre), str(out_path), PixelReader(pixels, name=input_name),
+            quantize_static(str(pre), str(out_path), PixelReader(pixels, name=input_name, extra=extra),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                             calibrate_method=CalibrationMethod.MinMax, **common)
     log.info("int8 (%s): %d head nodes kept in fp32", mode, len(head))
@@ -225,14 +234,19 @@ def check_graph(path: Path, manifest: Manifest) -> None:
     except Exception as exc:  # noqa: BLE001 - checker and ORT raise their own types
         raise Vs2Error(f"export: the written graph does not load ({exc})") from None
     size, rng = manifest.image_size, np.random.default_rng(0)
-    if manifest.pixel_input == contract.PIXELS_UINT8:
-        feeds = {contract.PIXELS_UINT8: rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)}
-    else:
-        feeds = {contract.PIXEL_VALUES: rng.standard_normal((3, 3, size, size)).astype(np.float32)}
+    n = 1 if manifest.pixel_input == contract.IMAGE_RGB else 3
+    feeds = {**steering_feeds(manifest), manifest.pixel_input: {
+        contract.PIXELS_UINT8: lambda: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        contract.PIXEL_VALUES: lambda: rng.standard_normal((n, 3, size, size)).astype(np.float32),
+        contract.IMAGE_RGB: lambda: rng.integers(0, 256, (size + 5, 2 * size + 3, 3), dtype=np.uint8),
+    }[manifest.pixel_input]()}
+    if manifest.class_embeddings is not None:  # any unit rows: only shapes and finiteness matter
+        rows = rng.standard_normal(tuple(manifest.class_embeddings.shape)).astype(np.float32)
+        feeds[contract.CLASS_EMBEDDINGS] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     embedding = session.run([contract.EMBEDDING], feeds)[0]
-    if embedding.shape != (3, manifest.model.embed_dim) or not np.isfinite(embedding).all():
+    if embedding.shape != (n, manifest.model.embed_dim) or not np.isfinite(embedding).all():
         raise Vs2Error(f"export: graph gave embedding {embedding.shape}, expected finite "
-                       f"[3, {manifest.model.embed_dim}]")
+                       f"[{n}, {manifest.model.embed_dim}]")
 
 
 def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str,
@@ -255,7 +269,7 @@ def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str,
             onnx.save_model(to_fp16(onnx.load(str(fp32))), str(tmp))
         else:
             to_int8(fp32, tmp, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode,
-                    meta.pixel_input)
+                    meta.pixel_input, default_feeds(cfg.out, meta))
         model = onnx.load(str(tmp))
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, {contract.METADATA_KEY: meta.to_json()})
@@ -274,12 +288,9 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
     ([N, 3, S, S] float32 or [N, S, S, 3] uint8; ORT vs ORT), by the
     precision's tolerances: a variant that breaks them is announced at export, not found later.
     Writes export_check.PRECISION.json; `vs2 verify` on in-domain images is the real gate."""
-    runs = {}
-    for name, path in (("ref", cfg.out / contract.MODEL_FILE), ("got", variant)):
-        session = create_session(path, precision="fp32" if name == "ref" else precision)
-        names = [o.name for o in session.get_outputs()]
-        feed = session.get_inputs()[0].name  # pixel_values or pixels_uint8: the only required input
-        runs[name] = dict(zip(names, session.run(names, {feed: pixels}), strict=True))
+    # Vs2Session feeds the steering defaults and class_embeddings (precision from the file name).
+    runs = {name: Vs2Session(path).run(pixels)
+            for name, path in (("ref", cfg.out / contract.MODEL_FILE), ("got", variant))}
     checks = compare(runs["ref"], runs["got"], tau, TOLERANCES[precision])
     failed = [c for c in checks if not c.passed]
     report = {"precision": precision, "n_images": int(len(pixels)),
@@ -295,16 +306,26 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
     return report
 
 
-def calibration_pixels(folder: Path | list[Path], manifest: Manifest, limit: int) -> np.ndarray:
+def default_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    """The inputs besides the pixels, at their defaults: steering scalars and class_embeddings."""
+    feeds = steering_feeds(manifest)
+    classes = read_class_embeddings(folder, manifest)
+    return feeds | ({contract.CLASS_EMBEDDINGS: classes} if classes is not None else {})
+
+
+def calibration_pixels(folder: Path | list[Path], manifest: Manifest, limit: int) -> np.ndarray | list:
     """Up to `limit` images of the calibration folder (or of a list of files) -> pixels in the
-    graph's input kind, float32 [N, 3, S, S] or uint8 [N, S, S, 3] (sorted: the same folder,
-    the same int8 graph)."""
+    graph's input kind, float32 [N, 3, S, S], uint8 [N, S, S, 3], or a list of decoded RGB
+    uint8 [H, W, 3] for image_rgb (sorted: the same folder, the same int8 graph)."""
     if isinstance(folder, list):
         paths = folder[:limit]
     else:
         paths = list_images(folder)[:limit] if Path(folder).is_dir() else []
     uint8 = manifest.pixel_input == contract.PIXELS_UINT8
-    batch = preprocess_paths(paths, manifest.preprocess, uint8=uint8) if paths else None
+    if manifest.pixel_input == contract.IMAGE_RGB:
+        batch = rgb_paths(paths) if paths else None
+    else:
+        batch = preprocess_paths(paths, manifest.preprocess, uint8=uint8) if paths else None
     shown = folder if not isinstance(folder, list) else f"{len(folder)} listed files"
     if batch is None or not len(batch.paths):
         raise Vs2Error(f"int8 static: expected calibration images under {shown} (see "

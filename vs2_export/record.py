@@ -48,7 +48,7 @@ class ExportRecord:
     text_sha256: str | None
     """SHA-256 of the class text embeddings [C, E] float32 export computed (informational)."""
     cls_only: bool
-    uint8_input: bool
+    pixel_input: str
     opset: int
     precisions: list[str]
     int8_mode: str

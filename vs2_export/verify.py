@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from .artifacts import sha256_file, write_json
@@ -30,8 +31,8 @@ from .parity import TOLERANCES, Check, Decisions, compare, decide, latent_overla
 from .record import ExportRecord, find_record
 from .runtime import contract
 from .runtime.manifest import Manifest
-from .runtime.preprocess import list_images, normalise, preprocess_paths
-from .runtime.session import Vs2Session
+from .runtime.preprocess import PreprocessSpec, list_images, normalise, preprocess_image, preprocess_paths
+from .runtime.session import Vs2Session, rgb_paths
 from .store import ActivationStore, spread
 
 log = logging.getLogger(__name__)
@@ -124,11 +125,8 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
                          optimization="basic" if precision == "fp16" else "all")
     parts = rebuild_reference(record, cfg)
     paths = _images(cfg, record)
-    uint8 = session.manifest.pixel_input == contract.PIXELS_UINT8
-    batch = preprocess_paths(paths, parts.clip.preprocess, uint8=uint8)  # the SOURCE's spec
-    if not len(batch.paths):
-        raise Vs2Error(f"verify: expected readable images among {len(paths)} files, found none")
-    ref_pixels = normalise(batch.pixels, parts.clip.preprocess) if uint8 else batch.pixels
+    batch, ref_pixels = graph_and_reference_pixels(paths, session.manifest.pixel_input,
+                                                   parts.clip.preprocess)
     ref = run_reference(parts, ref_pixels, cfg.batch_size)
     got = run_graph(session, batch.pixels, cfg.batch_size)
     tol, tau = TOLERANCES[precision], parts.steering.tau
@@ -153,6 +151,23 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
     if failed:
         raise CheckFailed(report.verdict_line(), report=report)
     return report
+
+
+def graph_and_reference_pixels(paths: list[Path], kind: str, spec: PreprocessSpec):
+    """Files -> (the batch in the graph's input kind, the float32 [N, 3, S, S] the reference
+    takes), both from the SOURCE model's preprocessing spec, never the file's: uint8 pixels go
+    through THE normalisation, so the graph's folded one is under test; image_rgb images
+    through THE preprocessing (PIL), so the graph's resize and crop are."""
+    if kind == contract.IMAGE_RGB:
+        batch = rgb_paths(paths)
+        ref = [preprocess_image(Image.fromarray(x), spec) for x in batch.pixels]
+    else:
+        uint8 = kind == contract.PIXELS_UINT8
+        batch = preprocess_paths(paths, spec, uint8=uint8)
+        ref = normalise(batch.pixels, spec) if uint8 else batch.pixels
+    if not len(batch.paths):
+        raise Vs2Error(f"verify: expected readable images among {len(paths)} files, found none")
+    return batch, np.stack(ref) if isinstance(ref, list) else ref
 
 
 def model_file(cfg: VerifyConfig) -> tuple[Path, str]:
@@ -278,8 +293,7 @@ def metadata_checks(m: Manifest, parts: FusedParts, record: ExportRecord,
         "templates": (list(m.templates), list(record.templates)),
         "logit_scale": (m.logit_scale, parts.module.logit_scale),
         "outputs": (list(m.outputs), list(parts.module.output_names)),
-        "pixel_input": (m.pixel_input, contract.PIXELS_UINT8 if record.uint8_input
-                        else contract.PIXEL_VALUES),
+        "pixel_input": (m.pixel_input, record.pixel_input),
         "precision": (m.precision, precision),
     }
     return [MetaCheck(f"manifest.{name}", _same(a, b), a, b) for name, (a, b) in pairs.items()]

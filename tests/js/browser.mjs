@@ -4,7 +4,11 @@
 //
 //   node tests/js/browser.mjs --site DIR --out results.json [--images a.png,b.jpg]
 //        [--classes "x,y"] [--isolated] [--screenshot shot.png] [--page index.html] [--dump-pixels]
+//        [--overrides "steer_gamma=3,gate_tau=-1"] [--warm-runs 5]
 //        [--chromium /usr/bin/chromium] [--timeout 60000]
+//
+// --overrides types the values into the page's steering fields, then runs every image again
+// (entry.overridden: the page's outputs with them, entry.overridden_plain: with lambda = 0 too).
 //
 // --isolated adds COOP/COEP headers (cross-origin isolation: SharedArrayBuffer, wasm threads).
 // --page docs.html loads another page of the site and waits for window.vs2Example instead.
@@ -22,6 +26,7 @@ const { values: args } = parseArgs({
     classes: { type: 'string' }, isolated: { type: 'boolean', default: false },
     screenshot: { type: 'string' }, page: { type: 'string', default: 'index.html' },
     'dump-pixels': { type: 'boolean', default: false },
+    overrides: { type: 'string' }, 'warm-runs': { type: 'string', default: '5' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
     timeout: { type: 'string', default: '60000' },
   },
@@ -125,15 +130,15 @@ async function runImages(page) {
   const ok = results.images.filter((e) => !e.error);
   if (ok.length) {  // warm runs straight through vs2.js on an image the page ran
     await feed(page, ok.at(-1).path);
-    results.timings.warm_run_ms = await page.evaluate(async () => {
+    results.timings.warm_run_ms = await page.evaluate(async (n) => {
       const times = [];
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < n; i++) {
         const t = performance.now();
         await window.vs2.model.run(window.vs2.image);
         times.push(performance.now() - t);
       }
       return times;
-    });
+    }, Number(args['warm-runs']));
   }
   if (args.classes !== undefined && ok.length) {
     const names = args.classes.split(',');
@@ -149,5 +154,23 @@ async function runImages(page) {
       if (error) entry.runtime_error = error;
       else entry.runtime_classes = last.steered;
     }
+  }
+  // last: the typed values stay in the page's fields for every later run
+  if (args.overrides && ok.length) await runOverrides(page, ok);
+}
+
+async function runOverrides(page, ok) {
+  const values = Object.fromEntries(args.overrides.split(',').map((kv) => kv.split('=')));
+  results.overrides = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, Number(v)]));
+  const before = await page.evaluate(() => window.vs2.runs);
+  await page.evaluate((v) => {  // type them in, then one change event runs the page once
+    for (const [name, value] of Object.entries(v)) document.getElementById(name).value = value;
+    document.getElementById(Object.keys(v)[0]).dispatchEvent(new Event('change'));
+  }, values);
+  await page.waitForFunction((n) => window.vs2.runs > n || window.vs2.error, before);
+  for (const entry of ok) {
+    const { error, last } = await feed(page, entry.path);
+    if (error) entry.overridden_error = error;
+    else Object.assign(entry, { overridden: last.steered, overridden_plain: last.plain, overrides_used: last.overrides });
   }
 }

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 
 import { decodePng } from '../../vs2_export/web/static/png.js';
 import {
-  Vs2Error, classMeans, loadModel, normalise, pyFormat, rankClasses, resizeCropExact, toPlain,
+  Vs2Error, classMeans, loadModel, normalise, pyFormat, rankClasses, resizeCropExact, resizedSize, toPlain,
 } from '../../vs2_export/web/static/vs2.js';
 
 test('pyFormat fills {} like Python str.format', () => {
@@ -45,6 +45,14 @@ test('resizeCropExact crops like torchvision (round half to even) and refuses re
   const longest = { image_size: 3, resize_mode: 'longest', fill_color: 7 };
   const padded = resizeCropExact({ data: new Uint8Array(3 * 2 * 3).fill(1), width: 3, height: 2 }, longest);
   assert.deepEqual(Array.from(padded).filter((_, i) => i % 3 === 0), [1, 1, 1, 1, 1, 1, 7, 7, 7]);
+});
+
+test('resizedSize follows preprocess.py: int() for shortest, round half even for longest', () => {
+  assert.deepEqual(resizedSize(300, 5, { image_size: 224, resize_mode: 'shortest' }), [13440, 224]);
+  assert.deepEqual(resizedSize(480, 640, { image_size: 224, resize_mode: 'shortest' }), [224, 298]);
+  assert.deepEqual(resizedSize(672, 224, { image_size: 224, resize_mode: 'longest' }), [224, 75]);
+  assert.deepEqual(resizedSize(3, 1, { image_size: 2, resize_mode: 'longest' }), [2, 1]);  // 0.667 -> 1
+  assert.deepEqual(resizedSize(5, 9, { image_size: 7, resize_mode: 'squash' }), [7, 7]);
 });
 
 test('normalise rounds like numpy float32', () => {
@@ -111,6 +119,13 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
     width: model.imageSize, height: model.imageSize };
   await assert.rejects(model.run(image, { steer_lambda: Number.NaN }), Vs2Error);
   await assert.rejects(model.run({ data: new Uint8Array(5), width: 2, height: 2 }), Vs2Error);
+  const limit = model.manifest.inputs.max_side;
+  if (model.pixelInput === 'image_rgb') {  // refused before the graph allocates for the resize
+    await assert.rejects(model.run({ data: new Uint8Array((limit + 1) * 3), width: limit + 1, height: 1 }),
+      /limit/);
+    await assert.rejects(model.run({ data: new Uint8Array(limit * 2 * 3), width: limit, height: 2 }),
+      /aspect ratio/);
+  }
   if (model.classEmbeddings) {
     await assert.rejects(model.run(image, { class_embeddings: new Float32Array(model.embedDim + 1) }), Vs2Error);
     await assert.rejects(model.setClasses([]), Vs2Error);

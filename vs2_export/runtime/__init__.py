@@ -10,12 +10,14 @@ Nothing here imports torch, open_clip, onnx or the torch side of vs2_export.
 from . import contract
 from .contract import METADATA_KEY, SCHEMA_VERSION
 from .manifest import (
+    ClassEmbeddingsInfo,
     InputsInfo,
     Manifest,
     ManifestError,
     ModelInfo,
     SaeInfo,
     SteeringInfo,
+    TextInfo,
 )
 from .preprocess import (
     IMAGE_EXTENSIONS,
@@ -31,13 +33,22 @@ from .preprocess import (
     preprocess_paths,
     resize_crop,
 )
-from .session import InputError, ModelError, PathsResult, ProviderError, Vs2Session
+from .session import (
+    InputError,
+    ModelError,
+    PathsResult,
+    ProviderError,
+    Vs2Session,
+    rgb_paths,
+    rgb_pixels,
+    steering_feeds,
+)
 
 __all__ = [
     "contract",
     "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
-    "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
-    "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError", "SaeInfo", "SteeringInfo",
-    "Vs2Session", "list_images", "load_image", "normalise", "preprocess_image", "preprocess_paths",
-    "resize_crop",
+    "ClassEmbeddingsInfo", "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError",
+    "ModelError", "ModelInfo", "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError",
+    "SaeInfo", "SteeringInfo", "TextInfo", "Vs2Session", "list_images", "load_image", "normalise",
+    "preprocess_image", "preprocess_paths", "resize_crop", "rgb_paths", "rgb_pixels", "steering_feeds",
 ]

@@ -1,4 +1,9 @@
-"""The metadata contract of an exported model: one JSON document, schema_version 1.
+"""The metadata contract of an exported model: one JSON document, schema_version 2.
+
+Schema 2 (issue 9): the steering scalars are required graph inputs whose defaults are
+inputs.overridable; `pixel_input` names the one pixel input (image_rgb adds inputs.max_side);
+`class_embeddings` (file, shape, SHA-256) describes the default of the class_embeddings input and
+`text` the text graph and its tokenizer. This runtime reads schema 2 only.
 
 It sits in the ONNX metadata_props under contract.METADATA_KEY (authoritative) and, as a copy, in
 manifest.json beside model.onnx. The exporter builds a Manifest and writes to_json(); the runtime
@@ -17,6 +22,7 @@ from typing import Any
 
 from . import contract
 from .preprocess import PreprocessSpec
+from .tokenizer import TokenizerError, TokenizerSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -74,24 +80,59 @@ class SteeringInfo:
 
 @dataclass(frozen=True)
 class InputsInfo:
-    """Graph inputs: the pixel input's shape and the overridable scalars with their defaults."""
+    """Graph inputs: the pixel input's shape and the steering scalars with their defaults."""
 
     pixel_values: tuple[int | None, ...] | None = None
-    """[None, 3, S, S] float32 (None is the dynamic batch), or None for a uint8-input graph."""
+    """[None, 3, S, S] float32 (None is the dynamic batch), or None for another pixel input."""
     overridable: dict[str, float] = field(default_factory=dict)
-    """Scalar inputs (subset of contract.STEERING_INPUTS) -> default value."""
+    """contract.STEERING_INPUTS -> default value; required graph inputs, fed by every wrapper."""
     pixels_uint8: tuple[int | None, ...] | None = None
     """[None, S, S, 3] uint8 RGB (decoded, resized, cropped; the graph normalises), or None."""
+    image_rgb: tuple[int | None, ...] | None = None
+    """[None, None, 3] uint8: one decoded RGB image of any size (the graph resizes), or None."""
+    max_side: int | None = None
+    """image_rgb only: the largest image side, and resized side, the graph takes
+    (contract.MAX_SIDE)."""
 
     @property
     def pixel_input(self) -> str:
-        """'pixel_values' or 'pixels_uint8': the one pixel input the graph takes."""
-        return contract.PIXELS_UINT8 if self.pixels_uint8 is not None else contract.PIXEL_VALUES
+        """The one pixel input the graph takes (contract.PIXEL_INPUTS)."""
+        given = [k for k in contract.PIXEL_INPUTS if getattr(self, k) is not None]
+        return given[0] if len(given) == 1 else contract.PIXEL_VALUES
+
+
+@dataclass(frozen=True)
+class ClassEmbeddingsInfo:
+    """The default of the class_embeddings graph input: a file in the export folder."""
+
+    file: str
+    """contract.CLASS_EMBEDDINGS_FILE: little-endian float32, row-major."""
+    shape: tuple[int, int]
+    """[C, E]: C = len(classes), E = model.embed_dim."""
+    sha256: str
+    """Hex SHA-256 of the file: a changed file is refused."""
+
+
+@dataclass(frozen=True)
+class TextInfo:
+    """The text graph (run-time class names) and its tokenizer."""
+
+    model: str
+    """contract.TEXT_MODEL_FILE: input_ids int64 [N, context_length] -> text_embedding [N, E]."""
+    vocab: str
+    """contract.VOCAB_FILE: open_clip's BPE merges."""
+    context_length: int
+    """Tokens per prompt (16 for the demo model, 77 for CLIP ViTs)."""
+    clean: str
+    """open_clip's text cleaning: 'lower', 'whitespace' or 'canonicalize'."""
+
+    def tokenizer_spec(self) -> TokenizerSpec:
+        return TokenizerSpec(vocab=self.vocab, context_length=self.context_length, clean=self.clean)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything an app needs to run, and trust, an exported model (schema_version 1)."""
+    """Everything an app needs to run, and trust, an exported model (schema_version 2)."""
 
     model: ModelInfo
     preprocess: PreprocessSpec
@@ -112,6 +153,10 @@ class Manifest:
     """Parity tolerances the export was verified against (free-form)."""
     created: str
     """ISO 8601 timestamp."""
+    class_embeddings: ClassEmbeddingsInfo | None = None
+    """The class_embeddings input's default (with classes), else None."""
+    text: TextInfo | None = None
+    """The text graph for run-time classes (with classes and a CLIP-BPE tokenizer), else None."""
     schema_version: int = contract.SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -123,6 +168,8 @@ class Manifest:
         for name in contract.PIXEL_INPUTS:
             if isinstance(getattr(self.inputs, name, None), list):
                 object.__setattr__(self.inputs, name, tuple(getattr(self.inputs, name)))
+        if self.class_embeddings is not None and isinstance(self.class_embeddings.shape, list):
+            object.__setattr__(self.class_embeddings, "shape", tuple(self.class_embeddings.shape))
         if is_finite_number(self.logit_scale):
             object.__setattr__(self, "logit_scale", float(self.logit_scale))
         _check_manifest(self)
@@ -142,8 +189,16 @@ class Manifest:
             "logit_scale": self.logit_scale,
             "precision": self.precision,
             "opset": self.opset,
+            "pixel_input": self.pixel_input,
             "inputs": {self.pixel_input: list(getattr(self.inputs, self.pixel_input)),
+                       **({"max_side": self.inputs.max_side} if self.inputs.max_side is not None
+                          else {}),
                        "overridable": dict(self.inputs.overridable)},
+            "class_embeddings": None if self.class_embeddings is None else {
+                "file": self.class_embeddings.file, "shape": list(self.class_embeddings.shape),
+                "sha256": self.class_embeddings.sha256},
+            "text": None if self.text is None else {
+                f.name: getattr(self.text, f.name) for f in fields(TextInfo)},
             "outputs": list(self.outputs),
             "versions": dict(self.versions),
             "tolerances": json.loads(json.dumps(self.tolerances)),  # deep copy, JSON-only values
@@ -173,9 +228,16 @@ class Manifest:
 
     @property
     def pixel_input(self) -> str:
-        """The graph's pixel input: 'pixel_values' (float32 [B, 3, S, S], normalised by the app)
-        or 'pixels_uint8' (uint8 [B, S, S, 3], normalised in the graph)."""
+        """The graph's pixel input: 'pixel_values' (float32 [B, 3, S, S], normalised by the app),
+        'pixels_uint8' (uint8 [B, S, S, 3], normalised in the graph) or 'image_rgb' (uint8
+        [H, W, 3], one decoded image; resized, cropped and normalised in the graph)."""
         return self.inputs.pixel_input
+
+    @property
+    def graph_inputs(self) -> tuple[str, ...]:
+        """Every input the image graph requires, in the graph's order."""
+        extra = (contract.CLASS_EMBEDDINGS,) if self.class_embeddings is not None else ()
+        return (self.pixel_input, *contract.STEERING_INPUTS, *extra)
 
 
 def is_sha256(value: str) -> bool:
@@ -198,9 +260,11 @@ def is_finite_number(value: Any) -> bool:
 # ---- parsing: JSON structure -> dataclasses (types and meaning are checked in __post_init__)
 
 _TOP_KEYS = ("schema_version", "model", "preprocess", "sae", "steering", "classes", "templates",
-             "logit_scale", "precision", "opset", "inputs", "outputs", "versions", "tolerances",
-             "created")
+             "logit_scale", "precision", "opset", "pixel_input", "inputs", "class_embeddings",
+             "text", "outputs", "versions", "tolerances", "created")
 _SECTIONS = {"model": ModelInfo, "sae": SaeInfo, "steering": SteeringInfo}
+_OPTIONAL_SECTIONS = {"class_embeddings": ClassEmbeddingsInfo, "text": TextInfo}
+"""Sections that are null when the export has no classes (or no text graph)."""
 
 
 def _parse(cls: type[Manifest], data: Any) -> Manifest:
@@ -211,11 +275,16 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
             f"{contract.SCHEMA_VERSION} (this runtime reads schema {contract.SCHEMA_VERSION} only)", version)
     _keys(data, _TOP_KEYS, "manifest")
     sections = {name: _section(data[name], section_cls, name) for name, section_cls in _SECTIONS.items()}
+    sections.update({name: None if data[name] is None else _section(data[name], section_cls, name)
+                     for name, section_cls in _OPTIONAL_SECTIONS.items()})
     inputs = data["inputs"]
     _expect(isinstance(inputs, dict), "inputs", "an object", inputs)
     pixel_keys = [k for k in contract.PIXEL_INPUTS if k in inputs]
     _expect(len(pixel_keys) == 1, "inputs", f"exactly one of {list(contract.PIXEL_INPUTS)}", sorted(inputs))
-    _keys(inputs, (pixel_keys[0], "overridable"), "inputs")
+    _expect(data["pixel_input"] == pixel_keys[0], "pixel_input", f"the pixel key of inputs, {pixel_keys[0]!r}",
+            data["pixel_input"])
+    image_rgb = pixel_keys[0] == contract.IMAGE_RGB
+    _keys(inputs, (pixel_keys[0], *(("max_side",) if image_rgb else ()), "overridable"), "inputs")
     preprocess = data["preprocess"]
     _expect(isinstance(preprocess, dict), "preprocess", "an object", preprocess)
     _keys(preprocess, tuple(PreprocessSpec.__dataclass_fields__), "preprocess")
@@ -223,9 +292,11 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
         spec = PreprocessSpec.from_dict(preprocess)
     except (ValueError, TypeError) as exc:
         raise ManifestError(f"preprocess.{exc}") from None
-    rest = {k: data[k] for k in _TOP_KEYS if k not in _SECTIONS and k not in ("inputs", "preprocess")}
+    rest = {k: data[k] for k in _TOP_KEYS
+            if k not in sections and k not in ("inputs", "preprocess", "pixel_input")}
+    extra = {"max_side": inputs["max_side"]} if image_rgb else {}
     return cls(**sections, **rest, preprocess=spec,
-               inputs=InputsInfo(overridable=inputs["overridable"], **{
+               inputs=InputsInfo(overridable=inputs["overridable"], **extra, **{
                    pixel_keys[0]: _seq(inputs[pixel_keys[0]], f"inputs.{pixel_keys[0]}")}))
 
 
@@ -266,7 +337,7 @@ def _expect(ok: bool, key: str, expected: str, got: Any) -> None:
         raise ManifestError(f"{key}: expected {expected}, got {shown}")
 
 
-# ---- meaning: every rule of schema 1, on a constructed Manifest
+# ---- meaning: every rule of schema 2, on a constructed Manifest
 
 
 def _check_manifest(m: Manifest) -> None:
@@ -277,6 +348,7 @@ def _check_manifest(m: Manifest) -> None:
     _check_steering(m)
     _check_classes(m)
     _check_io(m)
+    _check_class_inputs(m)
     _expect(m.precision in contract.PRECISIONS, "precision", f"one of {list(contract.PRECISIONS)}", m.precision)
     _expect(_is_int(m.opset) and m.opset >= 7, "opset", "an int >= 7", m.opset)
     _expect(isinstance(m.versions, dict) and all(isinstance(k, str) and isinstance(v, str)
@@ -342,17 +414,25 @@ def _check_io(m: Manifest) -> None:
     given = [k for k in contract.PIXEL_INPUTS if getattr(m.inputs, k) is not None]
     _expect(len(given) == 1, "inputs", f"exactly one of {list(contract.PIXEL_INPUTS)}", given)
     name = given[0]
-    shape = [None, 3, s, s] if name == contract.PIXEL_VALUES else [None, s, s, 3]
+    shape = {contract.PIXEL_VALUES: [None, 3, s, s], contract.PIXELS_UINT8: [None, s, s, 3],
+             contract.IMAGE_RGB: [None, None, 3]}[name]
     value = getattr(m.inputs, name)
     _expect(isinstance(value, (list, tuple)) and list(value) == shape, f"inputs.{name}",
             f"{shape} (preprocess.image_size = {s})".replace("None", "null"), value)
+    if name == contract.IMAGE_RGB:
+        _expect(_is_int(m.inputs.max_side) and s <= m.inputs.max_side <= contract.MAX_SIDE,
+                "inputs.max_side", f"an int in [{s}, {contract.MAX_SIDE}]", m.inputs.max_side)
+    else:
+        _expect(m.inputs.max_side is None, "inputs.max_side", "absent (image_rgb graphs only)",
+                m.inputs.max_side)
     over = m.inputs.overridable
     _expect(isinstance(over, dict), "inputs.overridable", "an object", over)
+    # Every steering scalar is a required graph input, so every one needs its default.
+    _expect(set(over) == set(contract.STEERING_INPUTS), "inputs.overridable",
+            f"exactly the keys {list(contract.STEERING_INPUTS)}", sorted(over))
     defaults = {contract.STEER_GAMMA: m.steering.gamma, contract.STEER_LAMBDA: m.steering.lambda_,
                 contract.GATE_TAU: m.steering.tau}
     for name, value in over.items():
-        _expect(name in contract.STEERING_INPUTS, "inputs.overridable", f"keys among {list(contract.STEERING_INPUTS)}",
-                name)
         # The graph default must be the calibrated value (float32 rounding allowed).
         _expect(is_finite_number(value) and math.isclose(value, defaults[name], rel_tol=1e-6, abs_tol=1e-9),
                 f"inputs.overridable.{name}", f"the steering value {defaults[name]!r}", value)
@@ -367,6 +447,34 @@ def _check_io(m: Manifest) -> None:
     _expect((contract.LOGITS in outs) == has_classes, "outputs",
             "'logits' listed if and only if classes are given "
             f"(classes {'given' if has_classes else 'null'})", outs)
+
+
+def _check_class_inputs(m: Manifest) -> None:
+    """class_embeddings and text are there exactly when classes are (the graph's logits need the
+    class_embeddings input; run-time class names need the text graph)."""
+    has_classes = m.classes is not None
+    ce = m.class_embeddings
+    _expect((ce is not None) == has_classes, "class_embeddings",
+            f"{'an object' if has_classes else 'null'} (classes {'given' if has_classes else 'null'})",
+            ce)
+    if ce is not None:
+        _expect(ce.file == contract.CLASS_EMBEDDINGS_FILE, "class_embeddings.file",
+                repr(contract.CLASS_EMBEDDINGS_FILE), ce.file)
+        want = [len(m.classes), m.model.embed_dim]
+        _expect(isinstance(ce.shape, (list, tuple)) and list(ce.shape) == want,
+                "class_embeddings.shape", f"{want} (classes x model.embed_dim)", ce.shape)
+        _expect(isinstance(ce.sha256, str) and is_sha256(ce.sha256), "class_embeddings.sha256",
+                "64 lowercase hex digits", ce.sha256)
+    if m.text is None:
+        return
+    _expect(has_classes, "text", "null when classes are null (no logits to classify with)", "an object")
+    _expect(m.text.model == contract.TEXT_MODEL_FILE, "text.model", repr(contract.TEXT_MODEL_FILE),
+            m.text.model)
+    _expect(m.text.vocab == contract.VOCAB_FILE, "text.vocab", repr(contract.VOCAB_FILE), m.text.vocab)
+    try:
+        m.text.tokenizer_spec()
+    except TokenizerError as exc:
+        raise ManifestError(f"text.{exc}") from None
 
 
 def _is_int(value: Any) -> bool:

@@ -1,7 +1,9 @@
-"""Run an exported model with ONNX Runtime: input checks, run / embed / classify.
+"""Run an exported model with ONNX Runtime: input checks, run / embed / classify, run-time classes.
 
 The graph's names and shapes are runtime/contract.py's; sessions are built by
-runtime/providers.py (provider choice, options, the checks ORT does not do).
+runtime/providers.py (provider choice, options, the checks ORT does not do). Every graph input
+but the pixels is fed here from the manifest's defaults (steer_gamma, steer_lambda, gate_tau)
+and the export's class_embeddings.f32, unless the caller overrides them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,19 @@ import onnxruntime as ort
 from PIL import Image
 
 from . import contract
+from .classes import TextEncoder, check_names, read_class_embeddings
 from .manifest import Manifest, ManifestError
-from .preprocess import PreprocessedBatch, load_image, preprocess_image, preprocess_paths, resize_crop
+from .preprocess import (
+    ImageError,
+    PreprocessedBatch,
+    PreprocessSpec,
+    _keep_ratio_size,
+    _shortest_edge_size,
+    load_image,
+    preprocess_image,
+    preprocess_paths,
+    resize_crop,
+)
 from .providers import ModelError, ProviderError, create_session
 
 log = logging.getLogger(__name__)
@@ -53,7 +66,9 @@ class Vs2Session:
         than 1, benchmarks/README.md). optimization: ORT graph level (providers.OPTIMIZATION).
         optimized_model: also write
         ORT's optimised graph there (hardware-specific at level 'all'); loading it with
-        optimization='disable' skips the optimiser (ViT-B-32 start 0.24 s -> 0.19 s, measured)."""
+        optimization='disable' skips the optimiser (ViT-B-32 start 0.24 s -> 0.19 s, measured).
+        Keep it in the export folder: a session reads class_embeddings.f32 and text.onnx from
+        its model's folder."""
         self._path = _model_path(model)
         self._session = create_session(self._path, provider, threads=threads,
                                        optimization=optimization,
@@ -61,10 +76,11 @@ class Vs2Session:
                                        allow_cpu_fallback=allow_cpu_fallback)
         self._manifest = _read_manifest(self._session, self._path)
         _check_graph(self._session, self._manifest, self._path)
-        # Initializers that are also graph inputs are not in get_inputs(): ORT lists them apart.
-        self._overridable = {i.name: i for i in self._session.get_overridable_initializers()
-                             if i.name in self._manifest.inputs.overridable}
         self._output_names = [o.name for o in self._session.get_outputs()]
+        self._text_options = {"provider": provider, "threads": threads}
+        self._text: TextEncoder | None = None
+        self._default_class_embeddings = read_class_embeddings(self._path.parent, self._manifest)
+        self.reset_classes()
         log.info("loaded %s (%s, %s) on %s", self._path, self._manifest.model.id,
                  self._manifest.precision, self.providers)
 
@@ -77,19 +93,56 @@ class Vs2Session:
         """Execution providers ONNX Runtime actually uses, in priority order."""
         return list(self._session.get_providers())
 
-    def run(self, pixel_values: np.ndarray, *, gamma: float | None = None,
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """The class names behind the logits columns: the export's, or set_classes' names."""
+        return self._classes
+
+    @property
+    def class_embeddings(self) -> np.ndarray | None:
+        """What the graph's class_embeddings input gets: float32 [C, E], unit rows."""
+        return self._class_embeddings
+
+    def set_classes(self, names: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """Classify into `names` from now on: tokenizer + text.onnx, no torch, no re-export.
+        templates: default the manifest's. Returns the new class embeddings [C, E]."""
+        self._require_classes()  # the graph needs a logits head (export with classes)
+        templates = self._manifest.templates if templates is None else templates
+        try:
+            names, templates = check_names(names, templates)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if self._text is None:
+            self._text = TextEncoder(self._path.parent, self._manifest, **self._text_options)
+        self._class_embeddings = self._text.class_embeddings(names, templates)
+        self._classes = names
+        return self._class_embeddings
+
+    def reset_classes(self) -> None:
+        """Back to the export's classes and class_embeddings.f32."""
+        self._classes = self._manifest.classes
+        self._class_embeddings = self._default_class_embeddings
+
+    def run(self, pixels: np.ndarray | Sequence[np.ndarray], *, gamma: float | None = None,
             lambda_: float | None = None, tau: float | None = None) -> dict[str, np.ndarray]:
         """Pixels in the model's input kind -> every graph output by name (module docstring):
-        float32 [B, 3, S, S] normalised, or for a uint8-input model (manifest.pixel_input ==
-        'pixels_uint8') uint8 [B, S, S, 3] resized and cropped RGB (preprocess.resize_crop).
+        float32 [B, 3, S, S] normalised (pixel_values), uint8 [B, S, S, 3] resized and cropped RGB
+        (pixels_uint8, preprocess.resize_crop), or for image_rgb decoded RGB uint8 [H, W, 3]: one
+        image, a list of them, or [B, H, W, 3] (the graph runs once per image).
 
-        gamma / lambda_ / tau override the graph's steering inputs for this call only
-        (contract.STEERING_ARGS).
+        gamma / lambda_ / tau override the steering inputs for this call only
+        (contract.STEERING_ARGS); otherwise the manifest's defaults are fed.
         """
-        name, size = self._manifest.pixel_input, self._manifest.image_size
+        name = self._manifest.pixel_input
+        feeds = self._feeds(gamma=gamma, lambda_=lambda_, tau=tau)
+        if name == contract.IMAGE_RGB:
+            images = _rgb_list(pixels)
+            chunks = [self._run({**feeds, name: _check_rgb(x, self._manifest)}) for x in images]
+            return self._concat(chunks)
         check = _check_uint8 if name == contract.PIXELS_UINT8 else _check_pixels
-        feeds = {name: check(pixel_values, size)}
-        feeds.update(self._override_feeds(gamma=gamma, lambda_=lambda_, tau=tau))
+        return self._run({**feeds, name: check(pixels, self._manifest.image_size)})
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, values, strict=True))
 
@@ -107,17 +160,20 @@ class Vs2Session:
         return self.top_k(self._run_images(images, batch_size, overrides)[contract.LOGITS], top_k)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """One PIL image -> what run() takes for one image: float32 [3, S, S] or uint8 [S, S, 3]."""
-        spec = self._manifest.preprocess
-        return resize_crop(image, spec) if self._takes_uint8 else preprocess_image(image, spec)
+        """One PIL image -> what run() takes for one image: float32 [3, S, S], uint8 [S, S, 3], or
+        for image_rgb the decoded RGB pixels uint8 [H, W, 3] (the graph resizes)."""
+        spec, kind = self._manifest.preprocess, self._manifest.pixel_input
+        if kind == contract.IMAGE_RGB:
+            return rgb_pixels(image)
+        return resize_crop(image, spec) if kind == contract.PIXELS_UINT8 else preprocess_image(image, spec)
 
     def preprocess_paths(self, paths: Iterable[str | Path]) -> PreprocessedBatch:
-        """Files -> PreprocessedBatch whose pixels are in the kind run() takes (see preprocess)."""
-        return preprocess_paths(paths, self._manifest.preprocess, uint8=self._takes_uint8)
-
-    @property
-    def _takes_uint8(self) -> bool:
-        return self._manifest.pixel_input == contract.PIXELS_UINT8
+        """Files -> PreprocessedBatch whose pixels are in the kind run() takes (see preprocess);
+        for image_rgb, .pixels is a list of uint8 [H, W, 3] (sizes differ)."""
+        if self._manifest.pixel_input == contract.IMAGE_RGB:
+            return rgb_paths(paths)
+        uint8 = self._manifest.pixel_input == contract.PIXELS_UINT8
+        return preprocess_paths(paths, self._manifest.preprocess, uint8=uint8)
 
     def run_paths(self, paths: Iterable[str | Path], *, batch_size: int = 32,
                   **overrides: float | None) -> PathsResult:
@@ -127,8 +183,9 @@ class Vs2Session:
         kept: list[Path] = []
         skipped: list[tuple[Path, str]] = []
         chunks: list[dict[str, np.ndarray]] = []
-        for start in range(0, len(paths), batch_size):  # bounded memory on large folders
-            batch = self.preprocess_paths(paths[start:start + batch_size])
+        step = self._decode_step(batch_size)
+        for start in range(0, len(paths), step):  # bounded memory on large folders
+            batch = self.preprocess_paths(paths[start:start + step])
             kept.extend(batch.paths)
             skipped.extend(batch.skipped)
             if len(batch.paths):
@@ -136,7 +193,8 @@ class Vs2Session:
         return PathsResult(tuple(kept), self._concat(chunks), tuple(skipped))
 
     def top_k(self, logits: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
-        """logits [B, C] -> per row the k (class, softmax probability) pairs, most likely first."""
+        """logits [B, C] -> per row the k (class, softmax probability) pairs, most likely first;
+        class names are the current ones (set_classes), the columns run() gave."""
         classes = self._require_classes()
         if not (_is_int(k) and k >= 1):
             raise InputError(f"top_k: expected an int >= 1, got {k!r}")
@@ -155,13 +213,20 @@ class Vs2Session:
                 raise InputError(f"images: expected paths or PIL images, got {type(item).__name__} "
                                  "(use run() for preprocessed arrays)")
         chunks = []
-        for start in range(0, len(items), batch_size):
+        step = self._decode_step(batch_size)
+        for start in range(0, len(items), step):
             pixels = [self.preprocess(item if isinstance(item, Image.Image) else load_image(item))
-                      for item in items[start:start + batch_size]]
-            chunks.append(self.run(np.stack(pixels), **overrides))
+                      for item in items[start:start + step]]
+            rgb = self._manifest.pixel_input == contract.IMAGE_RGB  # sizes differ: no stacking
+            chunks.append(self.run(pixels if rgb else np.stack(pixels), **overrides))
         if not chunks:
             raise InputError("images: expected at least one image, got none")
         return self._concat(chunks)
+
+    def _decode_step(self, batch_size: int) -> int:
+        """Images decoded at a time: an image_rgb graph runs one image a call anyway, and 32
+        decoded 12-megapixel photos would hold 1 GB."""
+        return 1 if self._manifest.pixel_input == contract.IMAGE_RGB else batch_size
 
     def _concat(self, chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         if chunks:
@@ -170,34 +235,76 @@ class Vs2Session:
         m = self._manifest
         empty = {contract.EMBEDDING: ((0, m.model.embed_dim), np.float32),
                  contract.BASE_EMBEDDING: ((0, m.model.embed_dim), np.float32),
-                 contract.LOGITS: ((0, len(m.classes or ())), np.float32), contract.FVU: ((0,), np.float32),
+                 contract.LOGITS: ((0, len(self._classes or ())), np.float32), contract.FVU: ((0,), np.float32),
                  contract.STEERED: ((0,), np.bool_), contract.LATENT_INDICES: ((0, m.sae.k), np.int64),
                  contract.LATENT_VALUES: ((0, m.sae.k), np.float32)}
         return {name: np.zeros(*empty[name]) for name in self._output_names}
 
-    def _override_feeds(self, **overrides: float | None) -> dict[str, np.ndarray]:
-        """gamma / lambda_ / tau -> float32 feeds shaped like the graph input (scalar [] or [1])."""
-        feeds = {}
-        for arg, value in overrides.items():
-            if value is None:
-                continue
-            name = contract.STEERING_ARGS[arg]
-            if name not in self._overridable:
-                raise InputError(f"{arg}: this model does not expose {name} as an input")
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                    or not _finite_float32(value):  # the graph's dtype: 1e39 is inf there
-                raise InputError(f"{arg}: expected a number finite in float32 (|x| < 3.4e38), "
-                                 f"got {value!r}")
-            shape = self._overridable[name].shape
-            fixed = [d if isinstance(d, int) else 1 for d in shape]
-            feeds[name] = np.full(fixed, float(value), dtype=np.float32)
+    def _feeds(self, **overrides: float | None) -> dict[str, np.ndarray]:
+        """Every input but the pixels: the steering scalars (float32 [], the manifest's default
+        unless overridden) and, with classes, the current class_embeddings [C, E]."""
+        feeds = steering_feeds(self._manifest, **overrides)
+        if self._class_embeddings is not None:
+            feeds[contract.CLASS_EMBEDDINGS] = self._class_embeddings
         return feeds
 
     def _require_classes(self) -> tuple[str, ...]:
-        if self._manifest.classes is None:
+        if self._classes is None:
             raise InputError(f"{self._path}: this model was exported without class names; "
                              "use embed() or export with classes")
-        return self._manifest.classes
+        return self._classes
+
+
+def steering_feeds(manifest: Manifest, **overrides: float | None) -> dict[str, np.ndarray]:
+    """gamma / lambda_ / tau (contract.STEERING_ARGS; None = the manifest's default) -> the graph's
+    float32 [] steering inputs. Everything that runs an exported graph feeds them from here."""
+    unknown = sorted(set(overrides) - set(contract.STEERING_ARGS))
+    if unknown:
+        raise InputError(f"overrides: expected some of {list(contract.STEERING_ARGS)}, got {unknown}")
+    feeds = {}
+    for arg, name in contract.STEERING_ARGS.items():
+        value = overrides.get(arg)
+        if value is None:
+            value = manifest.inputs.overridable[name]
+        elif isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not _finite_float32(value):  # the graph's dtype: 1e39 is inf there
+            raise InputError(f"{arg}: expected a number finite in float32 (|x| < 3.4e38), "
+                             f"got {value!r}")
+        feeds[name] = np.array(float(value), dtype=np.float32)
+    return feeds
+
+
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image -> what an image_rgb graph takes: RGB uint8 [H, W, 3]. (open_clip
+    converts after its resize; a palette or translucent image can differ, docs/design.md.)"""
+    try:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"cannot convert a {image.mode} image to RGB: {exc}") from None
+
+
+def rgb_paths(paths: Iterable[str | Path]) -> PreprocessedBatch:
+    """Files -> what an image_rgb graph takes: .pixels a list of RGB uint8 [H, W, 3] (sizes
+    differ); unreadable files in .skipped, as preprocess_paths does."""
+    kept, images, skipped = [], [], []
+    for raw in paths:
+        try:
+            images.append(rgb_pixels(load_image(raw)))
+            kept.append(Path(raw))
+        except ImageError as exc:
+            skipped.append((Path(raw), exc.reason))
+    return PreprocessedBatch(pixels=images, paths=tuple(kept), skipped=tuple(skipped))
+
+
+def resized_size(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """(h, w) of the image after the resize and before the crop: what the image_rgb graph
+    computes (fused image front) and preprocess.resize_crop does in PIL."""
+    s = spec.image_size
+    if spec.resize_mode == "shortest":
+        return _shortest_edge_size(h, w, s)
+    if spec.resize_mode == "longest":
+        return _keep_ratio_size(h, w, s)
+    return s, s
 
 
 def _check_pixels(x: object, size: int) -> np.ndarray:
@@ -239,6 +346,37 @@ def _finite_float32(value: float) -> bool:
         return bool(np.isfinite(np.float32(value)))
 
 
+def _rgb_list(pixels: object) -> list:
+    """image_rgb run() input -> list of candidate [H, W, 3] arrays (checked one by one)."""
+    if isinstance(pixels, np.ndarray) and pixels.ndim == 4:
+        return list(pixels)
+    if isinstance(pixels, (list, tuple)):
+        if not pixels:
+            raise InputError("image_rgb: expected at least one image, got an empty list")
+        return list(pixels)
+    return [pixels]
+
+
+def _check_rgb(x: object, manifest: Manifest) -> np.ndarray:
+    """image_rgb rules: one uint8 [H, W, 3] image, sides and resized sides within max_side (the
+    graph allocates for the resize: contract.MAX_SIDE)."""
+    limit = manifest.inputs.max_side
+    want = f"uint8 [H, W, 3] (one decoded RGB image, H and W <= {limit})"
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"image_rgb: expected a numpy.ndarray {want}, got {type(x).__name__}")
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
+        raise InputError(f"image_rgb: expected {want}, got {x.dtype} {list(x.shape)}")
+    h, w = x.shape[:2]
+    if not (1 <= h <= limit and 1 <= w <= limit):
+        raise InputError(f"image_rgb: expected {want}, got {w}x{h} (downscale it first)")
+    rh, rw = resized_size(h, w, manifest.preprocess)
+    if max(rh, rw) > limit:
+        raise InputError(f"image_rgb: a {w}x{h} image resizes to {rw}x{rh}, over the graph's "
+                         f"limit of {limit} per side; expected an aspect ratio of at most "
+                         f"{limit / manifest.image_size:.1f}:1 (crop it first)")
+    return np.ascontiguousarray(x)
+
+
 def _check_batch_size(batch_size: object) -> None:
     if not (_is_int(batch_size) and batch_size >= 1):
         raise InputError(f"batch_size: expected an int >= 1, got {batch_size!r}")
@@ -273,34 +411,45 @@ def _read_manifest(session: ort.InferenceSession, path: Path) -> Manifest:
 
 
 def _check_graph(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:
-    """The graph's inputs and outputs must be what its manifest says."""
+    """The graph's inputs and outputs must be what its manifest says (schema 2: every input
+    required, no initializer posing as an input)."""
     outputs = {o.name: o for o in session.get_outputs()}
     if set(outputs) != set(manifest.outputs):
         raise ModelError(f"{path}: graph outputs {sorted(outputs)} do not match manifest outputs "
                          f"{sorted(manifest.outputs)}")
-    s, name = manifest.image_size, manifest.pixel_input
-    uint8 = name == contract.PIXELS_UINT8
-    kind, dims = ("tensor(uint8)", [s, s, 3]) if uint8 else ("tensor(float)", [3, s, s])
     inputs = {i.name: i for i in session.get_inputs()}
-    pixels = inputs.get(name)
-    if pixels is None or pixels.type != kind or len(pixels.shape) != 4 \
-            or [d for d in pixels.shape[1:]] != dims:
-        got = None if pixels is None else f"{pixels.type} {pixels.shape}"
-        shown = ", ".join(map(str, ["B", *dims]))
-        raise ModelError(f"{path}: expected input {name} {kind} [{shown}], got {got}")
-    extra = sorted(set(inputs) - {name})
-    if extra:
-        raise ModelError(f"{path}: expected {name} as the only required input, got also {extra}")
-    overridable = {i.name: i for i in session.get_overridable_initializers()}
-    for name in manifest.inputs.overridable:
-        if name not in overridable or overridable[name].type != "tensor(float)":
-            raise ModelError(f"{path}: manifest lists {name} as overridable, but the graph has no "
-                             "float initializer-input of that name")
-    expected_dims = {contract.LOGITS: len(manifest.classes or ()), contract.EMBEDDING: manifest.model.embed_dim,
-                     contract.BASE_EMBEDDING: manifest.model.embed_dim, contract.LATENT_INDICES: manifest.sae.k,
-                     contract.LATENT_VALUES: manifest.sae.k}
+    if set(inputs) != set(manifest.graph_inputs):
+        raise ModelError(f"{path}: expected graph inputs {list(manifest.graph_inputs)}, got "
+                         f"{list(inputs)}")
+    posing = [i.name for i in session.get_overridable_initializers()]
+    if posing:
+        raise ModelError(f"{path}: expected no initializers as inputs (ORT's JS bindings cannot "
+                         f"override them), got {posing}")
+    for name, (kind, dims) in _input_specs(manifest).items():
+        got = inputs[name]
+        shape = list(got.shape)
+        fits = len(shape) == len(dims) and all(d is None or s == d for s, d in zip(shape, dims, strict=True))
+        if got.type != kind or not fits:
+            shown = ", ".join("?" if d is None else str(d) for d in dims)
+            raise ModelError(f"{path}: expected input {name} {kind} [{shown}], got {got.type} {shape}")
+    expected_dims = {contract.EMBEDDING: manifest.model.embed_dim,
+                     contract.BASE_EMBEDDING: manifest.model.embed_dim,
+                     contract.LATENT_INDICES: manifest.sae.k, contract.LATENT_VALUES: manifest.sae.k}
     for name, want in expected_dims.items():
         shape = outputs[name].shape if name in outputs else None
         if shape and len(shape) == 2 and isinstance(shape[1], int) and shape[1] != want:
             raise ModelError(f"{path}: output {name}: expected {want} columns (from the manifest), "
                              f"got {shape[1]} in the graph")
+
+
+def _input_specs(manifest: Manifest) -> dict[str, tuple[str, list[int | None]]]:
+    """Graph input -> (ORT type, dims; None = any size) the manifest implies."""
+    s, e = manifest.image_size, manifest.model.embed_dim
+    pixels = {contract.PIXEL_VALUES: ("tensor(float)", [None, 3, s, s]),
+              contract.PIXELS_UINT8: ("tensor(uint8)", [None, s, s, 3]),
+              contract.IMAGE_RGB: ("tensor(uint8)", [None, None, 3])}
+    specs = {manifest.pixel_input: pixels[manifest.pixel_input]}
+    specs.update({name: ("tensor(float)", []) for name in contract.STEERING_INPUTS})
+    if manifest.class_embeddings is not None:
+        specs[contract.CLASS_EMBEDDINGS] = ("tensor(float)", [None, e])
+    return specs

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
-VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
-VOCAB_FILE = f"tokenizer/{VOCAB_NAME}"
+from . import contract
+
+VOCAB_FILE = contract.VOCAB_FILE
 """Where an export keeps the vocab, relative to its folder."""
+VOCAB_NAME = Path(VOCAB_FILE).name
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 """SHA-256 of open_clip's bpe_simple_vocab_16e6.txt.gz (the OpenAI CLIP vocab)."""
 DEFAULT_CONTEXT_LENGTH = 77

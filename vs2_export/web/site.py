@@ -6,7 +6,10 @@
 
 Any static server can serve DIR (it needs application/wasm for .wasm and a JavaScript MIME type
 for .js/.mjs to be fast and valid). Without COOP/COEP headers the page runs one wasm thread.
-Torch-free: only the standard library.
+Torch-free: the standard library and runtime/contract.py's names.
+
+onnxruntime-web's files come from npm (package.json pins ORT_WEB_VERSION): a checkout has them
+in node_modules after `npm ci`; a pip-installed vs2-export has none and passes --ort-dist.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from pathlib import Path
 from ..runtime import contract
 
 STATIC = Path(__file__).resolve().parent / "static"
+ORT_WEB_VERSION = "1.30.0"
+"""The onnxruntime-web release the page is tested with (package.json pins the same)."""
+CHECKOUT_ORT_DIST = Path(__file__).resolve().parents[2] / "node_modules" / "onnxruntime-web" / "dist"
+"""Where `npm ci` in a checkout of this repository puts onnxruntime-web's files."""
 PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "decode.js", "tokenizer.js",
               "html_entities.js")
 """From static/: the page and the modules it imports (png.js is for Node apps only)."""
@@ -33,20 +40,39 @@ class SiteError(ValueError):
     """A missing input folder or file; the message names it."""
 
 
-def build_site(exported: str | Path, out: str | Path, ort_dist: str | Path) -> Path:
-    """Copy page, onnxruntime-web files and the export folder into `out` (created or refreshed)."""
+def default_ort_dist() -> Path:
+    """This checkout's node_modules/onnxruntime-web/dist, or SiteError saying how to get it."""
+    if (CHECKOUT_ORT_DIST / ORT_WEB_FILES[0]).is_file():
+        return CHECKOUT_ORT_DIST
+    raise SiteError(f"onnxruntime-web's files are not installed here: run `npm install "
+                    f"onnxruntime-web@{ORT_WEB_VERSION}` and pass --ort-dist "
+                    "node_modules/onnxruntime-web/dist")
+
+
+def build_site(exported: str | Path, out: str | Path, ort_dist: str | Path,
+               precision: str = "fp32") -> Path:
+    """Copy page, onnxruntime-web files and the export folder into `out` (created or refreshed).
+    precision: the variant the page runs (model.int8.onnx is ~4x smaller to download); it is
+    served as model/model.onnx with its own manifest as model/manifest.json."""
     exported, out, ort_dist = Path(exported), Path(out), Path(ort_dist)
+    variant = {contract.MODEL_FILE: contract.model_file(precision),
+               contract.MANIFEST_FILE: contract.manifest_file(precision)}
     for name in EXPORT_REQUIRED:
-        _require(exported / name, "the export folder")
+        _require(exported / variant[name], "the export folder")
     for name in ORT_WEB_FILES:
-        _require(ort_dist / name, "onnxruntime-web's dist folder (npm ci, then node_modules/onnxruntime-web/dist)")
+        _require(ort_dist / name, f"onnxruntime-web's dist folder (npm install "
+                 f"onnxruntime-web@{ORT_WEB_VERSION}: node_modules/onnxruntime-web/dist)")
     for name in PAGE_FILES:
         _copy(STATIC / name, out / name)
     for name in ORT_WEB_FILES:
         _copy(ort_dist / name, out / "ort" / name)
-    for name in EXPORT_REQUIRED + EXPORT_OPTIONAL:
+    for name in EXPORT_REQUIRED:
+        _copy(exported / variant[name], out / "model" / name)
+    for name in EXPORT_OPTIONAL:
         if (exported / name).is_file():
             _copy(exported / name, out / "model" / name)
+        else:  # a refreshed site must not keep a file of an earlier export
+            (out / "model" / name).unlink(missing_ok=True)
     return out
 
 

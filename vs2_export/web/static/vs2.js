@@ -134,7 +134,10 @@ export class Vs2Model {
       return new this.ort.Tensor(name === 'pixel_values' ? 'float32' : 'uint8', image[name], image.dims);
     }
     const rgb = toRgb(image);
-    if (name === 'image_rgb') return new this.ort.Tensor('uint8', rgb.data, [rgb.height, rgb.width, 3]);
+    if (name === 'image_rgb') {
+      checkSides(rgb, this.manifest);
+      return new this.ort.Tensor('uint8', rgb.data, [rgb.height, rgb.width, 3]);
+    }
     const s = this.imageSize;
     const cropped = resizeCropExact(rgb, this.manifest.preprocess);
     if (name === 'pixels_uint8') return new this.ort.Tensor('uint8', cropped, [1, s, s, 3]);
@@ -288,6 +291,34 @@ function toRgb(image) {
   return { data: rgb, width, height };
 }
 
+/** image_rgb graphs allocate for the resize: sides and resized sides are bounded by
+ *  manifest.inputs.max_side (Vs2Session checks the same in Python). */
+function checkSides(rgb, manifest) {
+  const limit = manifest.inputs?.max_side;
+  if (!Number.isInteger(limit)) return;
+  const { width: w, height: h } = rgb;
+  if (w > limit || h > limit) {
+    throw new Vs2Error(`image: ${w}x${h} is over the graph's limit of ${limit} per side; downscale it first`);
+  }
+  const [rh, rw] = resizedSize(h, w, manifest.preprocess);
+  if (rh > limit || rw > limit) {
+    throw new Vs2Error(`image: a ${w}x${h} image resizes to ${rw}x${rh}, over the graph's limit of `
+      + `${limit} per side; crop it to an aspect ratio of at most ${(limit / manifest.preprocess.image_size).toFixed(1)}:1`);
+  }
+}
+
+/** [h, w] after the resize, before the crop: torchvision's int() for 'shortest', Python's
+ *  round() (half to even) for 'longest', S x S for 'squash' (preprocess.py's rules). */
+export function resizedSize(h, w, spec) {
+  const s = spec.image_size;
+  if (spec.resize_mode === 'shortest') return w <= h ? [Math.trunc(s * h / w), s] : [s, Math.trunc(s * w / h)];
+  if (spec.resize_mode === 'longest') {
+    const ratio = Math.max(h / s, w / s);
+    return [Math.max(1, roundHalfEven(h / ratio)), Math.max(1, roundHalfEven(w / ratio))];
+  }
+  return [s, s];
+}
+
 function roundHalfEven(x) {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
@@ -299,15 +330,7 @@ function roundHalfEven(x) {
 export function resizeCropExact(rgb, spec) {
   const s = spec.image_size;
   const { width: w, height: h } = rgb;
-  let target;
-  if (spec.resize_mode === 'shortest') {
-    target = w <= h ? [Math.trunc(s * h / w), s] : [s, Math.trunc(s * w / h)];
-  } else if (spec.resize_mode === 'longest') {
-    const ratio = Math.max(h / s, w / s);
-    target = [Math.max(1, roundHalfEven(h / ratio)), Math.max(1, roundHalfEven(w / ratio))];
-  } else {
-    target = [s, s];
-  }
+  const target = resizedSize(h, w, spec);
   if (target[0] !== h || target[1] !== w) {
     throw new Vs2Error(`image: ${w}x${h} needs resampling to ${target[1]}x${target[0]}, which only `
       + `Pillow does exactly; give ${spec.resize_mode === 'longest' ? 'a long' : spec.resize_mode === 'squash' ? 'an S x S' : 'a short'} side of ${s} `
