@@ -65,6 +65,10 @@ def test_eval_reports_both_accuracies_per_class(flow):
     report = json.loads((work / "exported" / "eval_report.json").read_text())
     assert report["n_images"] == 6 * len(demo_data.CLASSES)
     assert 0 <= report["zero_shot_top1"] <= 1 and len(report["per_class"]) == len(demo_data.CLASSES)
+    assert "McNemar p =" in result.output and "CI [" in result.output
+    assert report["wins"] + report["losses"] <= report["n_images"] and 0 <= report["p_value"] <= 1
+    low, high = report["delta_ci"]
+    assert low <= report["delta"] <= high
 
 
 def test_existing_outputs_are_not_overwritten_without_force(flow):
@@ -75,6 +79,8 @@ def test_existing_outputs_are_not_overwritten_without_force(flow):
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
-    result = vs2("quickstart", "--workdir", tmp_path, "--n-unlabeled", 300, "--epochs", 5)
+    result = vs2("quickstart", "--workdir", tmp_path, "--n-unlabeled", 300, "--epochs", 5,
+                 "--n-val-per-class", 6)
     assert "parity PASS" in result.output and "ALL" in result.output
+    assert "McNemar p =" in result.output  # the change comes with its evidence
     assert (tmp_path / "exported" / "vs2-demo" / "model.onnx").is_file()

@@ -354,25 +354,31 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
                  batch_size: int = typer.Option(default(EvalConfig, "batch_size")),
                  provider: str = typer.Option("cpu", help="cpu or cuda"),
                  report: Path | None = typer.Option(None, help="JSON report path"),
+                 bootstrap: int = typer.Option(default(EvalConfig, "bootstrap"),
+                                               help="paired bootstrap resamples"),
+                 seed: int = typer.Option(default(EvalConfig, "seed"), help="bootstrap seed"),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """Top-1 accuracy with and without steering, from the same exported graph."""
-    from .evaluate import evaluate, format_table
-    result = evaluate(EvalConfig(exported, images, batch_size, provider, report))
-    _emit(result, as_json, format_table(result))
+    """Top-1 with and without steering from the same graph, with the evidence for the change
+    (wins, losses, exact McNemar p, paired bootstrap interval), per class and overall."""
+    from .evaluate import evaluate
+    result = evaluate(EvalConfig(exported, images, batch_size, provider, report, bootstrap, seed))
+    _emit(result.to_dict(), as_json, result.format())
 
 
 @cli_command()
 def quickstart(workdir: Path | None = typer.Option(None, help="default: a temporary folder"),
                n_unlabeled: int = typer.Option(default(QuickstartConfig, "n_unlabeled")),
                epochs: int = typer.Option(default(QuickstartConfig, "epochs")),
+               n_val_per_class: int = typer.Option(default(QuickstartConfig, "n_val_per_class"),
+                                                   help="labeled target images per class (eval)"),
                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """The whole flow on the embedded demo model, offline: data, extract, train, calibrate,
     export, verify, eval, classify."""
-    from .evaluate import format_table
     from .quickstart import run_quickstart
-    summary = run_quickstart(QuickstartConfig(workdir, n_unlabeled=n_unlabeled, epochs=epochs))
+    summary = run_quickstart(QuickstartConfig(workdir, n_unlabeled=n_unlabeled, epochs=epochs,
+                                                    n_val_per_class=n_val_per_class))
     _emit(summary, as_json, f"\nparity {summary['parity']['verdict']} "
-          f"({summary['parity']['n_images']} images)\n\n{format_table(summary['eval'])}\n\n"
+          f"({summary['parity']['n_images']} images)\n\n{summary['eval_table']}\n\n"
           f"{_format_predictions(summary['classified'])}\n\nall artifacts in {summary['workdir']}")
 
 

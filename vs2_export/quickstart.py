@@ -71,6 +71,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     samples = list_images(val)[:: max(1, len(list_images(val)) // 5)][:5]
     classified = step("classify", predictions, Vs2Session(exported), samples)
     summary = {"workdir": str(work), "config": to_jsonable(cfg), "seconds": timings,
-               "parity": parity, "eval": report, "classified": classified}
+               "parity": parity, "eval": report.to_dict(), "eval_table": report.format(),
+               "classified": classified}
     write_json(work / "quickstart_report.json", summary)
     return summary
