@@ -138,6 +138,8 @@ def _emit(data: dict, as_json: bool, text: str) -> None:
 MODEL_HELP = "open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14) or vs2-demo"
 PRETRAINED_HELP = "pretrained tag (openai, laion2b_s34b_b79k), a checkpoint file, or 'none'"
 JSON_HELP = "print the result as JSON (for CI)"
+GATE_HELP = ("gate criterion: rel_err (||h~ - h||^2 / ||h||^2, default), fvu (the paper's) or err "
+             "(raw ||h~ - h||^2); tau is calibrated for it and it is built into the graph")
 
 
 @cli_command()
@@ -229,14 +231,17 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
               gamma: float = typer.Option(default(CalibrateConfig, "gamma")),
               lambda_: float = typer.Option(default(CalibrateConfig, "lambda_"), "--lambda"),
               quantile: float = typer.Option(default(CalibrateConfig, "quantile"),
-                                             help="gate: tau = this quantile of training FVU"),
+                                             help="gate: tau = this quantile of the training "
+                                                  "gate scores"),
+              gate: str = typer.Option(default(CalibrateConfig, "gate"), help=GATE_HELP),
               force: bool = typer.Option(False, help="overwrite an existing steering.json"),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """SAE + activations -> steering.json (gamma, lambda, q, tau)."""
+    """SAE + activations -> steering.json (gamma, lambda, gate criterion, q, tau)."""
     from .calibrate import calibrate as run
-    params = run(CalibrateConfig(acts, sae, out, gamma, lambda_, quantile, force))
+    params = run(CalibrateConfig(acts, sae, out, gamma, lambda_, quantile, force, gate))
     _emit(params.to_dict(), as_json, f"steering in {out}: gamma {params.gamma}, lambda "
-          f"{params.lambda_}, tau {params.tau:.4f} (q={params.quantile})")
+          f"{params.lambda_}, gate {params.gate} tau {params.tau:.4g} (q={params.quantile}; "
+          f"{100 * params.gate_stats['pass_rate']:.1f}% of the training activations pass)")
 
 
 @cli_command()
@@ -371,12 +376,14 @@ def quickstart(workdir: Path | None = typer.Option(None, help="default: a tempor
                epochs: int = typer.Option(default(QuickstartConfig, "epochs")),
                n_val_per_class: int = typer.Option(default(QuickstartConfig, "n_val_per_class"),
                                                    help="labeled target images per class (eval)"),
+               gate: str = typer.Option(default(QuickstartConfig, "gate"), help=GATE_HELP),
                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """The whole flow on the embedded demo model, offline: data, extract, train, calibrate,
     export, verify, eval, classify."""
     from .quickstart import run_quickstart
     summary = run_quickstart(QuickstartConfig(workdir, n_unlabeled=n_unlabeled, epochs=epochs,
-                                                    n_val_per_class=n_val_per_class))
+                                                    n_val_per_class=n_val_per_class,
+                                                    gate=gate))
     _emit(summary, as_json, f"\nparity {summary['parity']['verdict']} "
           f"({summary['parity']['n_images']} images)\n\n{summary['eval_table']}\n\n"
           f"{_format_predictions(summary['classified'])}\n\nall artifacts in {summary['workdir']}")

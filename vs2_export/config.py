@@ -202,12 +202,19 @@ class CalibrateConfig:
     lambda_: float = 2.1
     """Steering strength lambda."""
     quantile: float = 0.99
-    """Gate: tau = this quantile of the per-sample FVU on the training activations (ours: 0.99)."""
+    """Gate: tau = this quantile of the per-sample gate score on the training activations (ours:
+    0.99)."""
     force: bool = False
     """Overwrite an existing steering.json."""
+    gate: str = contract.GATE_REL_ERR
+    """Gate criterion (docs/method.md section 4): 'rel_err' ||h_tilde - h||^2 / ||h||^2 (ours,
+    the default: it passed fewer out-of-domain images than FVU on every measured set at the same
+    in-domain pass rate, benchmarks/README.md), 'fvu' (the paper's) or 'err' (raw error)."""
 
     def __post_init__(self) -> None:
         _paths(self)
+        _check(self.gate in contract.GATE_CRITERIA,
+               f"gate: expected one of {list(contract.GATE_CRITERIA)}, got {self.gate!r}")
         _check(math.isfinite(self.gamma), f"gamma: expected a finite number, got {self.gamma}")
         _check(math.isfinite(self.lambda_), f"lambda: expected a finite number, got {self.lambda_}")
         _check(0 < self.quantile <= 1, f"quantile: expected in (0, 1], got {self.quantile}")
@@ -375,8 +382,12 @@ class QuickstartConfig:
     """SAE batch size."""
     seed: int = 0
     """Seed of the generated data and the SAE."""
+    gate: str = contract.GATE_REL_ERR
+    """Gate criterion (CalibrateConfig.gate)."""
 
     def __post_init__(self) -> None:
         _paths(self)
+        _check(self.gate in contract.GATE_CRITERIA,
+               f"gate: expected one of {list(contract.GATE_CRITERIA)}, got {self.gate!r}")
         for name in ("n_unlabeled", "n_val_per_class", "expansion", "k", "epochs", "batch_size"):
             _check(getattr(self, name) >= 1, f"{name}: expected >= 1, got {getattr(self, name)}")

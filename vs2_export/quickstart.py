@@ -62,7 +62,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     step("train", train_sae, TrainConfig(work / "acts", work / "sae", cfg.expansion, cfg.k,
                                          cfg.batch_size, cfg.epochs, seed=cfg.seed, force=True))
     step("calibrate", calibrate, CalibrateConfig(work / "acts", work / "sae",
-                                                 work / contract.STEERING_FILE, force=True))
+                                                 work / contract.STEERING_FILE, force=True,
+                                                 gate=cfg.gate))
     exported = work / "exported/vs2-demo"
     step("export", export, ExportConfig(work / "sae", work / contract.STEERING_FILE, exported, model,
                                         work / contract.CLASSES_FILE, force=True))

@@ -18,9 +18,10 @@ Image graph (model.onnx and its precision variants), all outputs batch-first:
       base_embedding float32 [B, E]  plain CLIP, L2-normalised
       logits         float32 [B, C]  with classes only
       fvu            float32 [B]
-      steered        bool    [B]
+      steered        bool    [B]     gate_score <= gate_tau
       latent_indices int64   [B, k]  sorted by value, descending
       latent_values  float32 [B, k]
+      gate_score     float32 [B]     what the gate compares with tau (criterion in the manifest)
 """
 
 from __future__ import annotations
@@ -49,9 +50,20 @@ FVU = "fvu"
 STEERED = "steered"
 LATENT_INDICES = "latent_indices"
 LATENT_VALUES = "latent_values"
-OUTPUTS = (EMBEDDING, BASE_EMBEDDING, LOGITS, FVU, STEERED, LATENT_INDICES, LATENT_VALUES)
-REQUIRED_OUTPUTS = tuple(n for n in OUTPUTS if n != LOGITS)
-"""Every graph has these; `logits` only when exported with classes."""
+GATE_SCORE = "gate_score"
+OUTPUTS = (EMBEDDING, BASE_EMBEDDING, LOGITS, FVU, STEERED, LATENT_INDICES, LATENT_VALUES,
+           GATE_SCORE)
+REQUIRED_OUTPUTS = tuple(n for n in OUTPUTS if n not in (LOGITS, GATE_SCORE))
+"""Every graph has these; `logits` only when exported with classes; `gate_score` in every export
+since issue 12 (a graph without it gates on `fvu`, and its manifest says so)."""
+
+# ---- the reliability gate (docs/method.md section 4): what gate_score is, by criterion name
+GATE_FVU = "fvu"
+GATE_REL_ERR = "rel_err"
+GATE_ERR = "err"
+GATE_CRITERIA = (GATE_FVU, GATE_REL_ERR, GATE_ERR)
+"""fvu: ||h_tilde - h||^2 / ||h - mu||^2 (the paper's); rel_err: ||h_tilde - h||^2 / ||h||^2;
+err: ||h_tilde - h||^2. The manifest's steering.gate names the one a graph was built with."""
 
 
 STEERING_ARGS = {"gamma": STEER_GAMMA, "lambda_": STEER_LAMBDA, "tau": GATE_TAU}
@@ -101,3 +113,15 @@ EXPORT_CONFIG_FILE = "export_config.json"
 def export_check_file(precision: str) -> str:
     """The variant-vs-fp32 check written at export."""
     return f"export_check.{precision}.json"
+
+
+CARD_FILE = "MODEL_CARD.md"
+"""The model card: export-time facts (also in the manifest under `card`), then what verify and
+bench measured on this folder."""
+CARD_RECORDS_FILE = "card_records.json"
+"""Verdicts and timings verify and bench recorded here; MODEL_CARD.md is rendered from it."""
+
+# ---- `vs2 gallery OUT`: a static page, not part of the export folder
+GALLERY_PAGE = "index.html"
+GALLERY_DATA = "gallery.json"
+GALLERY_IMAGES = "images"

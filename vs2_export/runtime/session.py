@@ -173,7 +173,8 @@ class Vs2Session:
                  contract.BASE_EMBEDDING: ((0, m.model.embed_dim), np.float32),
                  contract.LOGITS: ((0, len(m.classes or ())), np.float32), contract.FVU: ((0,), np.float32),
                  contract.STEERED: ((0,), np.bool_), contract.LATENT_INDICES: ((0, m.sae.k), np.int64),
-                 contract.LATENT_VALUES: ((0, m.sae.k), np.float32)}
+                 contract.LATENT_VALUES: ((0, m.sae.k), np.float32),
+                 contract.GATE_SCORE: ((0,), np.float32)}
         return {name: np.zeros(*empty[name]) for name in self._output_names}
 
     def _override_feeds(self, **overrides: float | None) -> dict[str, np.ndarray]:
