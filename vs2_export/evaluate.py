@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import card
 from .artifacts import write_json
 from .config import EvalConfig
 from .errors import Vs2Error
@@ -182,6 +183,7 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
                                          cfg.batch_size, skipped)
     report = build_report(labels, plain, vs2, flags, classes, cfg.bootstrap, cfg.seed, skipped)
     write_json(cfg.report or Path(cfg.exported) / "eval_report.json", report.to_dict())
+    card.record_eval(Path(cfg.exported), report.to_dict(), Path(cfg.images))
     return report
 
 

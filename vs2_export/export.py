@@ -20,7 +20,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from . import __version__
+from . import __version__, card
 from .artifacts import atomic_path, claim_output, write_json
 from .config import ExportConfig, to_jsonable
 from .errors import Vs2Error
@@ -105,7 +105,17 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str]) -> 
         "versions": _versions(),
         "tolerances": {p: to_jsonable(t) for p, t in TOLERANCES.items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "card": card_facts(parts, cfg),
     })
+
+
+def card_facts(parts: FusedParts, cfg: ExportConfig) -> dict:
+    """The model card's export-time facts (card.py), measured from the parts being exported."""
+    sae = parts.module.sae.cfg
+    return card.export_facts(
+        {"id": cfg.model.name, "source": cfg.model.source},
+        {"d": sae.d, "n": sae.n, "k": sae.k, "expansion": sae.expansion, "sha256": parts.sae_sha256},
+        parts.steering, card.weights_sha256(parts.clip.model.state_dict()))
 
 
 def _versions() -> dict[str, str]:
@@ -135,6 +145,7 @@ def export(cfg: ExportConfig) -> Manifest:
         onnx.save_model(model, str(tmp))
         check_graph(tmp, manifest)
     write_json(cfg.out / contract.MANIFEST_FILE, json.loads(manifest.to_json()))
+    card.reset(cfg.out)  # a new graph: earlier verdicts and timings no longer apply
     log.info("exported %s (%.1f MB)", cfg.out / contract.MODEL_FILE,
              (cfg.out / contract.MODEL_FILE).stat().st_size / 1e6)
     for precision in cfg.precisions[1:]:

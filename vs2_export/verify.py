@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import card
 from .artifacts import write_json
 from .config import ModelSpec, VerifyConfig, to_jsonable
 from .errors import CheckFailed, Vs2Error
@@ -107,6 +108,7 @@ def verify(cfg: VerifyConfig) -> dict:
     }
     suffix = "" if cfg.precision == "fp32" else f".{cfg.precision}"
     write_json(cfg.report or Path(cfg.exported) / f"parity_report{suffix}.json", report)
+    card.record_verify(Path(cfg.exported), report, cfg.provider)  # FAIL verdicts too
     if failed:
         raise CheckFailed("parity FAIL: " + "; ".join(
             f"{c.name} = {c.value:.6g} (limit {c.limit:.6g})" for c in failed))

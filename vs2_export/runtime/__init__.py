@@ -17,6 +17,7 @@ from .manifest import (
     SaeInfo,
     SteeringInfo,
 )
+from .monitor import GateMonitor, GateSummary
 from .preprocess import (
     IMAGE_EXTENSIONS,
     OPENAI_MEAN,
@@ -36,7 +37,7 @@ from .session import InputError, ModelError, PathsResult, ProviderError, Vs2Sess
 __all__ = [
     "contract",
     "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
-    "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
+    "GateMonitor", "GateSummary", "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
     "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError", "SaeInfo", "SteeringInfo",
     "Vs2Session", "list_images", "load_image", "normalise", "preprocess_image", "preprocess_paths",
     "resize_crop",
