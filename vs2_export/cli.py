@@ -26,6 +26,7 @@ from .config import (
     EvalConfig,
     ExportConfig,
     ExtractConfig,
+    GalleryConfig,
     ModelSpec,
     QuickstartConfig,
     TrainConfig,
@@ -387,6 +388,29 @@ def quickstart(workdir: Path | None = typer.Option(None, help="default: a tempor
     _emit(summary, as_json, f"\nparity {summary['parity']['verdict']} "
           f"({summary['parity']['n_images']} images)\n\n{summary['eval_table']}\n\n"
           f"{_format_predictions(summary['classified'])}\n\nall artifacts in {summary['workdir']}")
+
+
+@cli_command()
+def gallery(exported: Path = typer.Argument(..., help="export folder"),
+            images: Path = typer.Option(..., help="images to analyse (class subfolders = labels)"),
+            out: Path = typer.Option(..., help="folder for the page, its data and images"),
+            latents: int = typer.Option(default(GalleryConfig, "latents"),
+                                        help="most used latents shown"),
+            per_latent: int = typer.Option(default(GalleryConfig, "per_latent"),
+                                           help="top-activating images per latent"),
+            max_images: int = typer.Option(default(GalleryConfig, "max_images")),
+            images_shown: int = typer.Option(default(GalleryConfig, "images_shown"),
+                                             help="images shown with the latents that moved them"),
+            force: bool = typer.Option(False, help="overwrite an existing page"),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """A static HTML page of the latents VS2 steers with: top images, nearest class prompts, and
+    per image the latents that moved its logits (PyTorch reference, like verify)."""
+    from .gallery import gallery as run
+    from .runtime import contract
+    data = run(GalleryConfig(exported, images, out, latents, per_latent, max_images,
+                             images_shown, force=force))
+    _emit(data, as_json, f"gallery of {len(data['latents'])} latents over {data['n_images']} "
+          f"images: {out / contract.GALLERY_PAGE}")
 
 
 @cli_command()

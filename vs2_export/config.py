@@ -326,6 +326,36 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class GalleryConfig:
+    """exported/NAME + images -> a static HTML page of the latents VS2 steers with (gallery.py)."""
+
+    exported: Path
+    """Export folder (its sae/, steering.json and manifest rebuild the PyTorch reference)."""
+    images: Path
+    """Folder of images, searched recursively; a first-level folder named like a class is shown
+    as the image's label."""
+    out: Path
+    """Folder to write index.html, gallery.json and images/ into."""
+    latents: int = 12
+    """Most used latents shown, each with its top-activating images and nearest class prompts."""
+    per_latent: int = 10
+    """Top-activating images per latent."""
+    max_images: int = 600
+    """Analyse at most this many images (evenly spaced over the sorted file list)."""
+    images_shown: int = 24
+    """Images shown with the latents that moved their logits most (changed predictions first)."""
+    thumb: int = 96
+    """Thumbnail side in pixels (the model's centre crop, resized)."""
+    force: bool = False
+    """Overwrite an existing page."""
+
+    def __post_init__(self) -> None:
+        _paths(self)
+        for name in ("latents", "per_latent", "max_images", "images_shown", "thumb"):
+            _check(getattr(self, name) >= 1, f"{name}: expected >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """exported/NAME -> bench.json + bench.png: every variant and the baselines in ONE run."""
 

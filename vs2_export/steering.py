@@ -77,11 +77,18 @@ def steer(h: torch.Tensor, sae: TopKSAE, gamma: torch.Tensor, lambda_: torch.Ten
     h_tilde = wc + sae.b_pre
     fvu = fvu_per_sample(h, h_tilde, sae.mu)
     score = fvu if gate == contract.GATE_FVU else gate_score(gate, h, h_tilde, sae.mu)
+    steered = score <= tau
+    h_out = torch.where(steered.unsqueeze(-1), shift(h, wc, gamma, lambda_), h)
+    return Steered(h_out, fvu, steered, values, indices, score)
+
+
+def shift(h: torch.Tensor, wc: torch.Tensor, gamma: torch.Tensor,
+          lambda_: torch.Tensor) -> torch.Tensor:
+    """(h + lambda (gamma - 1) wc) rescaled to ||h|| (docs/method.md section 3). h, wc: [..., d].
+    wc is W_dec c; the gallery passes W_dec c without one latent to see what that latent did."""
     moved = h + (wc * gamma - wc) * lambda_                       # h + lambda v
     scale = h.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(EPS)
-    steered = score <= tau
-    h_out = torch.where(steered.unsqueeze(-1), moved * scale, h)
-    return Steered(h_out, fvu, steered, values, indices, score)
+    return moved * scale
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from .session import InputError, ModelError, PathsResult, ProviderError, Vs2Sess
 __all__ = [
     "contract",
     "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
-    "GateMonitor", "GateSummary", "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError", "ModelError", "ModelInfo",
+    "GateMonitor", "GateSummary", "ImageError", "InputError", "InputsInfo", "Manifest",
+    "ManifestError", "ModelError", "ModelInfo",
     "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError", "SaeInfo", "SteeringInfo",
     "Vs2Session", "list_images", "load_image", "normalise", "preprocess_image", "preprocess_paths",
     "resize_crop",
