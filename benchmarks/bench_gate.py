@@ -210,12 +210,19 @@ def tables(runs: list[dict]) -> str:
         out.append(f"| {name} | {_cell([x['pass_rate'] for x in m], pct=True)}% | "
                    f"{_cell([x['median'] for x in m])} | "
                    f"{_cell([x['ood_fraction'] for x in m], pct=True)}% | "
-                   f"{_cell([x['alarms'] for x in m])} |")
+                   f"{_alarms([x['alarms'] for x in m])} |")
     cal = [r["monitor"]["calibrated"] for r in runs]
     out.append(f"\nCalibrated: pass rate {_cell([c['pass_rate'] for c in cal], pct=True)}%, "
                f"p50 {_cell([c['p50'] for c in cal])}, p95 {_cell([c['p95'] for c in cal])}, "
                f"max {_cell([c['max'] for c in cal])}.")
     return "\n".join(out)
+
+
+def _alarms(counts: list[int]) -> str:
+    """Drift rules failing (of the monitor's two), over seeds."""
+    if not any(counts):
+        return "none"
+    return " / ".join(f"{c} of 2" for c in counts) + " (per seed)"
 
 
 def _dig(d: dict, keys: tuple) -> float:
