@@ -76,7 +76,8 @@ def test_fvu_is_error_over_spread_around_mu():
 def test_calibrate_tau_is_the_quantile_of_training_fvu(store, sae, tmp_path):
     big = TopKSAE(SAEConfig(d=32, expansion=4, k=8))
     checksum = save_sae(big, tmp_path / "sae")
-    params = calibrate(CalibrateConfig(store, tmp_path / "sae", tmp_path / "s.json", quantile=0.9))
+    params = calibrate(CalibrateConfig(store, tmp_path / "sae", tmp_path / "s.json", quantile=0.9,
+                                       gate="fvu"))
     fvu = sae_fvu(big.eval(), ActivationStore(store))
     assert params.tau == pytest.approx(float(np.quantile(fvu, 0.9)))
     assert params.sae_sha256 == checksum and params.n_samples == 2048

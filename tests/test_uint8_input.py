@@ -87,8 +87,8 @@ def test_verify_and_eval_pass_on_uint8_export(exports):
         assert verify(VerifyConfig(out, run, labeled, precision=precision)).verdict == "PASS"
     report = evaluate(EvalConfig(out, labeled, batch_size=8))
     # The same numbers as eval on the float graph: same images, same predictions.
-    assert report["n_images"] == len(list_images(labeled))
-    assert report["vs2_top1"] == evaluate(EvalConfig(floats, labeled, batch_size=8))["vs2_top1"]
+    assert report.n_images == len(list_images(labeled))
+    assert report.vs2_top1 == evaluate(EvalConfig(floats, labeled, batch_size=8)).vs2_top1
 
 
 def test_session_checks_the_uint8_input(exports):

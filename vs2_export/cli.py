@@ -29,6 +29,7 @@ from .config import (
     EvalConfig,
     ExportConfig,
     ExtractConfig,
+    GalleryConfig,
     ModelSpec,
     QuickstartConfig,
     TrainConfig,
@@ -205,6 +206,10 @@ def _announce(line: str) -> None:
     typer.echo(f"vs2: {line}", err=True)
 
 
+GATE_HELP = ("gate criterion: rel_err (||h~ - h||^2 / ||h||^2, default), fvu (the paper's) or err "
+             "(raw ||h~ - h||^2); tau is calibrated for it and it is built into the graph")
+
+
 @cli_command()
 def extract(images: Path = typer.Option(..., help="folder of images (recursive)"),
             out: Path = typer.Option(..., help="activation store folder to write"),
@@ -303,16 +308,19 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
               gamma: float = typer.Option(default(CalibrateConfig, "gamma")),
               lambda_: float = typer.Option(default(CalibrateConfig, "lambda_"), "--lambda"),
               quantile: float = typer.Option(default(CalibrateConfig, "quantile"),
-                                             help="gate: tau = this quantile of training FVU"),
+                                             help="gate: tau = this quantile of the training "
+                                                  "gate scores"),
+              gate: str = typer.Option(default(CalibrateConfig, "gate"), help=GATE_HELP),
               force: bool = typer.Option(False, help="overwrite an existing steering.json"),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """SAE + activations -> steering.json (gamma, lambda, q, tau)."""
+    """SAE + activations -> steering.json (gamma, lambda, gate criterion, q, tau)."""
     from .calibrate import calibrate as run
     _store_model(acts)
     params = run(CalibrateConfig(acts=acts, sae=sae, out=out, gamma=gamma, lambda_=lambda_,
-                                 quantile=quantile, force=force))
+                                 quantile=quantile, force=force, gate=gate))
     _emit(params.to_dict(), as_json, f"steering in {out}: gamma {params.gamma}, lambda "
-          f"{params.lambda_}, tau {params.tau:.4f} (q={params.quantile})")
+          f"{params.lambda_}, gate {params.gate} tau {params.tau:.4g} (q={params.quantile}; "
+          f"{100 * params.gate_stats['pass_rate']:.1f}% of the training activations pass)")
 
 
 @cli_command()
@@ -457,12 +465,17 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
                                 "--run, else none)"),
                  run_folder: Path | None = typer.Option(None, "--run", help="run folder for the "
                                                         "default report path"),
+                 bootstrap: int = typer.Option(default(EvalConfig, "bootstrap"),
+                                               help="paired bootstrap resamples"),
+                 seed: int = typer.Option(default(EvalConfig, "seed"), help="bootstrap seed"),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """Top-1 accuracy with and without steering, from the same exported graph."""
-    from .evaluate import evaluate, format_table
-    result = evaluate(EvalConfig(exported, images, batch_size, provider, report, run_folder,
-                                 precision))
-    _emit(result, as_json, format_table(result))
+    """Top-1 with and without steering from the same graph, with the evidence for the change
+    (wins, losses, exact McNemar p, paired bootstrap interval), per class and overall."""
+    from .evaluate import evaluate
+    result = evaluate(EvalConfig(exported=exported, images=images, batch_size=batch_size,
+                                 provider=provider, report=report, run=run_folder,
+                                 precision=precision, bootstrap=bootstrap, seed=seed))
+    _emit(result.to_dict(), as_json, result.format())
 
 
 @cli_command()
@@ -484,13 +497,42 @@ def web(exported: Path = typer.Argument(..., help="export folder"),
 def quickstart(workdir: Path | None = typer.Option(None, help="default: a temporary folder"),
                n_unlabeled: int = typer.Option(default(QuickstartConfig, "n_unlabeled")),
                epochs: int = typer.Option(default(QuickstartConfig, "epochs")),
+               n_val_per_class: int = typer.Option(default(QuickstartConfig, "n_val_per_class"),
+                                                   help="labeled target images per class (eval)"),
+               gate: str = typer.Option(default(QuickstartConfig, "gate"), help=GATE_HELP),
                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """The whole flow on the embedded demo model, offline: data, extract, train, calibrate,
     export, verify, eval, classify."""
     from .quickstart import run_quickstart
     result = run_quickstart(QuickstartConfig(workdir=workdir, n_unlabeled=n_unlabeled,
-                                             epochs=epochs))
+                                             epochs=epochs, n_val_per_class=n_val_per_class,
+                                             gate=gate))
     _emit(result.to_json(), as_json, result.format())
+
+
+@cli_command()
+def gallery(exported: Path = typer.Argument(..., help="export folder"),
+            images: Path = typer.Option(..., help="images to analyse (class subfolders = labels)"),
+            out: Path = typer.Option(..., help="folder for the page, its data and images"),
+            latents: int = typer.Option(default(GalleryConfig, "latents"),
+                                        help="most used latents shown"),
+            per_latent: int = typer.Option(default(GalleryConfig, "per_latent"),
+                                           help="top-activating images per latent"),
+            max_images: int = typer.Option(default(GalleryConfig, "max_images")),
+            images_shown: int = typer.Option(default(GalleryConfig, "images_shown"),
+                                             help="images shown with the latents that moved them"),
+            force: bool = typer.Option(False, help="overwrite an existing page"),
+            run_folder: Path | None = typer.Option(None, "--run", help=RUN_HELP),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """A static HTML page of the latents VS2 steers with: top images, nearest class prompts, and
+    per image the latents that moved its logits (PyTorch reference, like verify)."""
+    from .gallery import gallery as run
+    from .runtime import contract
+    data = run(GalleryConfig(exported=exported, images=images, out=out, latents=latents,
+                             per_latent=per_latent, max_images=max_images,
+                             images_shown=images_shown, force=force, run=run_folder))
+    _emit(data, as_json, f"gallery of {len(data['latents'])} latents over {data['n_images']} "
+          f"images: {out / contract.GALLERY_PAGE}")
 
 
 @cli_command()

@@ -31,7 +31,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, card
 from .artifacts import atomic_path, claim_output, write_json
 from .clip import describe
 from .config import DEMO_MODEL, ExportConfig, ModelSpec, to_jsonable
@@ -128,7 +128,8 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str],
         "sae": {"d": parts.module.sae.cfg.d, "n": parts.module.sae.cfg.n,
                 "k": parts.module.sae.cfg.k, "sha256": parts.sae_sha256},
         "steering": {"gamma": s.gamma, "lambda": s.lambda_, "quantile": s.quantile, "tau": s.tau,
-                     "sae_sha256": s.sae_sha256},
+                     "sae_sha256": s.sae_sha256, "gate": s.gate,
+                     "gate_stats": s.gate_stats or None},
         "classes": list(parts.classes) or None,
         "templates": list(parts.templates),
         "logit_scale": parts.module.logit_scale,
@@ -146,7 +147,17 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str],
         "versions": _versions(),
         "tolerances": {p: to_jsonable(t) for p, t in TOLERANCES.items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "card": card_facts(parts, cfg),
     })
+
+
+def card_facts(parts: FusedParts, cfg: ExportConfig) -> dict:
+    """The model card's export-time facts (card.py), measured from the parts being exported."""
+    sae = parts.module.sae.cfg
+    return card.export_facts(
+        {"id": cfg.model.name, "source": cfg.model.source},
+        {"d": sae.d, "n": sae.n, "k": sae.k, "expansion": sae.expansion, "sha256": parts.sae_sha256},
+        parts.steering, card.weights_sha256(parts.clip.model.state_dict()))
 
 
 def _versions() -> dict[str, str]:
@@ -191,6 +202,7 @@ def export(cfg: ExportConfig) -> Manifest:
         onnx.save_model(model, str(tmp))
         check_graph(tmp, manifest)
     write_json(cfg.out / contract.MANIFEST_FILE, json.loads(manifest.to_json()))
+    card.reset(cfg.out)  # a new graph: earlier verdicts and timings no longer apply
     log.info("exported %s (%.1f MB)", cfg.out / contract.MODEL_FILE,
              (cfg.out / contract.MODEL_FILE).stat().st_size / 1e6)
     write_reference(cfg.out)

@@ -31,8 +31,9 @@ class SteeredClip(nn.Module):
     """CLIP image tower with VS2 steering of the last block's CLS token (docs/method.md sections 1-5)."""
 
     def __init__(self, visual: nn.Module, sae: TopKSAE, text: torch.Tensor | None,
-                 logit_scale: float, cls_only: bool = True):
+                 logit_scale: float, cls_only: bool = True, gate: str = contract.GATE_FVU):
         super().__init__()
+        self.gate = gate  # the gate criterion (steering.gate_score), fixed in the graph
         self.trunk = ClipTrunk(visual, cls_only)  # cls_only: clip.ClipTrunk (same math, fewer FLOPs)
         self.head = ClipHead(visual)
         self.sae = sae
@@ -51,7 +52,7 @@ class SteeredClip(nn.Module):
         """Outputs in `output_names` order; scalars are 0-d float tensors; class_embeddings
         [C, E] (default: the export's classes) is used only by a module built with classes."""
         h = self.trunk(pixel_values)
-        out = steer(h, self.sae, steer_gamma, steer_lambda, gate_tau)
+        out = steer(h, self.sae, steer_gamma, steer_lambda, gate_tau, self.gate)
         # Plain CLIP and steered CLIP share the head; steering only replaces h (docs/method.md s. 1).
         base = F.normalize(self.head(h), dim=-1)
         embedding = F.normalize(self.head(out.h), dim=-1)
@@ -59,7 +60,7 @@ class SteeredClip(nn.Module):
         if self.text is not None:
             classes = self.text if class_embeddings is None else class_embeddings
             logits = (self.logit_scale * embedding @ classes.T,)
-        return (embedding, base, *logits, out.fvu, out.steered, out.indices, out.values)
+        return (embedding, base, *logits, out.fvu, out.steered, out.indices, out.values, out.score)
 
 
 class Uint8Pixels(nn.Module):
@@ -132,5 +133,5 @@ def build_steered_clip(model: ModelSpec, sae_dir: Path, steering_path: Path,
                        f"not of the model being exported ({model.name})")
     text = class_embeddings(clip, classes, templates) if classes else None
     scale = float(clip.model.logit_scale.detach().exp()) if hasattr(clip.model, "logit_scale") else 100.0
-    module = SteeredClip(clip.model.visual, sae, text, scale, cls_only).eval()
+    module = SteeredClip(clip.model.visual, sae, text, scale, cls_only, steering.gate).eval()
     return FusedParts(module, clip, steering, checksum, tuple(classes), tuple(templates))

@@ -57,6 +57,10 @@ class Tolerances:
     """Top-k flips (and, separately, gate flips) allowed, as a fraction of the images."""
     min_top1_agreement: float
     """Min fraction of images whose top-1 class equals the reference's (ties excused)."""
+    gate_rel: float = 1e-3
+    """gate_score: max difference, and the band around tau where a steered-flag disagreement is
+    excused, as fractions of tau (criteria differ in scale; gate_margin / 0.1, the FVU margins
+    at the demo's tau of about 0.1)."""
 
 
 # One place for every precision (issue 10: the same rules, other numbers). fp16 / int8 move h
@@ -65,14 +69,14 @@ class Tolerances:
 TOLERANCES = {
     "fp32": Tolerances(embedding_cosine=0.99999, embedding_max_abs=1e-4, fvu_abs=1e-4,
                        logits_abs=1e-4, logits_tie=1e-3, gate_margin=1e-4, topk_tie=1e-4,
-                       max_flip_fraction=0.0, min_top1_agreement=1.0),
+                       max_flip_fraction=0.0, min_top1_agreement=1.0, gate_rel=1e-3),
     # fp16 fvu_abs: the demo measured 0.0103 (FVU is a ratio over a small spread).
     "fp16": Tolerances(embedding_cosine=0.999, embedding_max_abs=1e-2, fvu_abs=2e-2,
                        logits_abs=1e-2, logits_tie=5e-2, gate_margin=1e-2, topk_tie=1e-2,
-                       max_flip_fraction=0.02, min_top1_agreement=0.99),
+                       max_flip_fraction=0.02, min_top1_agreement=0.99, gate_rel=1e-1),
     "int8": Tolerances(embedding_cosine=0.99, embedding_max_abs=5e-2, fvu_abs=5e-2,
                        logits_abs=5e-2, logits_tie=2e-1, gate_margin=5e-2, topk_tie=5e-2,
-                       max_flip_fraction=0.05, min_top1_agreement=0.98),
+                       max_flip_fraction=0.05, min_top1_agreement=0.98, gate_rel=5e-1),
 }
 
 
@@ -137,7 +141,7 @@ def decide(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tau: float,
             gap[i] = apart.max() / max(float(np.abs(rv).max()), float(np.abs(gv).max()), 1e-12)
     differs = np.array([bool(a or b) for a, b in swapped], dtype=bool)
     gates = ref[contract.STEERED] != got[contract.STEERED]
-    near_tau = np.abs(ref[contract.FVU].astype(np.float64) - tau) < tol.gate_margin
+    near_tau = np.abs(_gate_score(ref).astype(np.float64) - tau) < _gate_band(ref, tau, tol)
     return Decisions(topk_gap=gap, near_tie=differs & (gap <= tol.topk_tie),
                      topk_flip=differs & (gap > tol.topk_tie), near_gate=gates & near_tau,
                      gate_flip=gates & ~near_tau, swapped=swapped)
@@ -157,6 +161,10 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tau: float, 
     checks.append(_max_abs("fvu.max_abs", same[contract.FVU], got[contract.FVU], judge & ~d.topk_flip,
                            tol.fvu_abs))
     checks.append(_latent_values(same, got, judge, tol))
+    if contract.GATE_SCORE in ref and contract.GATE_SCORE in got:
+        checks.append(_max_abs("gate_score.max_abs", same[contract.GATE_SCORE],
+                               got[contract.GATE_SCORE], judge & ~d.topk_flip,
+                               _gate_band(ref, tau, tol)))
     if contract.LOGITS in ref:
         checks.append(_max_abs("logits.max_abs", same[contract.LOGITS], got[contract.LOGITS], judge,
                                tol.logits_abs * logit_scale))
@@ -168,6 +176,18 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tau: float, 
                             f"{int(d.near_tie.sum())} near-ties, {int(d.near_gate.sum())} near the "
                             "gate" if name == "topk.flips" else f"gate margin {tol.gate_margin}"))
     return checks
+
+
+def _gate_score(out: dict[str, np.ndarray]) -> np.ndarray:
+    """What the gate compared with tau: gate_score, or fvu in graphs from before the criterion
+    became a choice (the FVU gate)."""
+    return out.get(contract.GATE_SCORE, out[contract.FVU])
+
+
+def _gate_band(ref: dict[str, np.ndarray], tau: float, tol: Tolerances) -> float:
+    """How close to tau a score may differ, or a steered flag flip, and still be rounding:
+    gate_rel of tau's scale (criteria differ in scale), or the FVU gate_margin."""
+    return tol.gate_rel * max(abs(tau), 1e-12) if contract.GATE_SCORE in ref else tol.gate_margin
 
 
 def _embedding_checks(ref, same, got, judge, tol: Tolerances) -> list[Check]:

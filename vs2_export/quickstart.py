@@ -29,14 +29,14 @@ from .config import (
     to_jsonable,
 )
 from .demo import data as demo_data
-from .evaluate import evaluate, format_table
+from .evaluate import EvalReport, evaluate
 from .export import export
 from .extract import extract
 from .runtime import contract
 from .runtime.preprocess import list_images
 from .runtime.session import Vs2Session
 from .train import train_sae
-from .verify import verify
+from .verify import VerifyReport, verify
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +49,20 @@ class QuickstartResult:
     seconds: dict[str, float]
     """Wall-clock seconds per step."""
     config: dict
-    parity: dict
+    parity: VerifyReport
     """verify's report on the labeled target images."""
-    eval: dict
-    """eval's report: accuracy with and without steering."""
+    eval: EvalReport
+    """eval's report: accuracy with and without steering, and its evidence."""
     classified: ClassifyResult
 
     def to_json(self) -> dict:
         return {"workdir": str(self.workdir), "config": self.config, "seconds": self.seconds,
-                "parity": self.parity, "eval": self.eval, "classified": self.classified.to_json()}
+                "parity": self.parity.to_dict(), "eval": self.eval.to_dict(),
+                "classified": self.classified.to_json()}
 
     def format(self) -> str:
-        return (f"\nparity {self.parity['verdict']} ({self.parity['n_images']} images)\n\n"
-                f"{format_table(self.eval)}\n\n{self.classified.format()}\n\n"
+        return (f"\nparity {self.parity.verdict} ({len(self.parity.images)} images)\n\n"
+                f"{self.eval.format()}\n\n{self.classified.format()}\n\n"
                 f"all artifacts in {self.workdir}")
 
 
@@ -88,7 +89,8 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartResult:
     step("train", train_sae, TrainConfig(work / "acts", work / "sae", cfg.expansion, cfg.k,
                                          cfg.batch_size, cfg.epochs, seed=cfg.seed, force=True))
     step("calibrate", calibrate, CalibrateConfig(work / "acts", work / "sae",
-                                                 work / contract.STEERING_FILE, force=True))
+                                                 work / contract.STEERING_FILE, force=True,
+                                                 gate=cfg.gate))
     exported = work / "exported/vs2-demo"
     step("export", export, ExportConfig(work / "sae", work / contract.STEERING_FILE, exported, model,
                                         work / contract.CLASSES_FILE, force=True))

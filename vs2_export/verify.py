@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from . import card
 from .artifacts import sha256_file, write_json
 from .clip import describe
 from .config import VerifyConfig, to_jsonable
@@ -148,6 +149,7 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
         steered_fraction=float(ref[contract.STEERED].mean()),
         skipped=tuple({"path": str(p), "reason": r} for p, r in batch.skipped))
     write_json(report_path, report.to_dict())
+    card.record_verify(path.parent, report.to_dict(), cfg.provider)  # FAIL verdicts too
     if failed:
         raise CheckFailed(report.verdict_line(), report=report)
     return report

@@ -42,7 +42,7 @@ class HookedClip:
 
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             out = output.clone()                                   # [B, T, d], batch-first
-            out[:, 0] = steer(output[:, 0], sae, *scalars).h
+            out[:, 0] = steer(output[:, 0], sae, *scalars, parts.module.gate).h
             return out
 
         self.handle = self.model.visual.transformer.resblocks[-1].register_forward_hook(hook)

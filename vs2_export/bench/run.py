@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import card
 from ..artifacts import atomic_path, write_json
 from ..config import BenchConfig, to_jsonable
 from ..errors import Vs2Error
@@ -280,6 +281,7 @@ def bench(cfg: BenchConfig) -> dict:
     out = cfg.report or contract.report_path(_run(cfg), Path(cfg.exported).name, "bench")
     write_json(out, report)
     draw_chart(report, out.with_suffix(".png"))
+    card.record_bench(Path(cfg.exported), report)
     return report
 
 

@@ -19,6 +19,7 @@ from .manifest import (
     SteeringInfo,
     TextInfo,
 )
+from .monitor import GateMonitor, GateSummary
 from .preprocess import (
     IMAGE_EXTENSIONS,
     OPENAI_MEAN,
@@ -47,7 +48,8 @@ from .session import (
 __all__ = [
     "contract",
     "IMAGE_EXTENSIONS", "METADATA_KEY", "OPENAI_MEAN", "OPENAI_STD", "SCHEMA_VERSION",
-    "ClassEmbeddingsInfo", "ImageError", "InputError", "InputsInfo", "Manifest", "ManifestError",
+    "ClassEmbeddingsInfo", "GateMonitor", "GateSummary", "ImageError", "InputError", "InputsInfo",
+    "Manifest", "ManifestError",
     "ModelError", "ModelInfo", "PathsResult", "PreprocessSpec", "PreprocessedBatch", "ProviderError",
     "SaeInfo", "SteeringInfo", "TextInfo", "Vs2Session", "list_images", "load_image", "normalise",
     "preprocess_image", "preprocess_paths", "resize_crop", "rgb_paths", "rgb_pixels", "steering_feeds",

@@ -24,9 +24,10 @@ those); every wrapper feeds the manifest's defaults unless the caller overrides 
       base_embedding float32 [B, E]  plain CLIP, L2-normalised
       logits         float32 [B, C]  with classes only
       fvu            float32 [B]
-      steered        bool    [B]
+      steered        bool    [B]     gate_score <= gate_tau
       latent_indices int64   [B, k]  sorted by value, descending
       latent_values  float32 [B, k]
+      gate_score     float32 [B]     what the gate compares with tau (criterion in the manifest)
 
 Text graph (text.onnx, exported with classes): input_ids int64 [N, L] -> text_embedding float32
 [N, E], L2-normalised; L = the model's context length (manifest text.context_length).
@@ -66,9 +67,20 @@ FVU = "fvu"
 STEERED = "steered"
 LATENT_INDICES = "latent_indices"
 LATENT_VALUES = "latent_values"
-OUTPUTS = (EMBEDDING, BASE_EMBEDDING, LOGITS, FVU, STEERED, LATENT_INDICES, LATENT_VALUES)
-REQUIRED_OUTPUTS = tuple(n for n in OUTPUTS if n != LOGITS)
-"""Every graph has these; `logits` only when exported with classes."""
+GATE_SCORE = "gate_score"
+OUTPUTS = (EMBEDDING, BASE_EMBEDDING, LOGITS, FVU, STEERED, LATENT_INDICES, LATENT_VALUES,
+           GATE_SCORE)
+REQUIRED_OUTPUTS = tuple(n for n in OUTPUTS if n not in (LOGITS, GATE_SCORE))
+"""Every graph has these; `logits` only when exported with classes; `gate_score` in every export
+since issue 12 (a graph without it gates on `fvu`, and its manifest says so)."""
+
+# ---- the reliability gate (docs/method.md section 4): what gate_score is, by criterion name
+GATE_FVU = "fvu"
+GATE_REL_ERR = "rel_err"
+GATE_ERR = "err"
+GATE_CRITERIA = (GATE_FVU, GATE_REL_ERR, GATE_ERR)
+"""fvu: ||h_tilde - h||^2 / ||h - mu||^2 (the paper's); rel_err: ||h_tilde - h||^2 / ||h||^2;
+err: ||h_tilde - h||^2. The manifest's steering.gate names the one a graph was built with."""
 
 
 STEERING_ARGS = {"gamma": STEER_GAMMA, "lambda_": STEER_LAMBDA, "tau": GATE_TAU}
@@ -146,10 +158,11 @@ REFERENCE_INDEX = "reference.json"
 
 
 def shipped(name: str) -> bool:
-    """Whether a file name belongs in an export folder: a model file, its manifest copy, or a
-    runtime input (class embeddings, the text graph, the tokenizer)."""
+    """Whether a file name belongs in an export folder: a model file, its manifest copy, a
+    runtime input (class embeddings, the text graph, the tokenizer, reference vectors) or the
+    model card with the verdicts and timings it is rendered from."""
     return (precision_of(name) is not None or name in {manifest_file(p) for p in PRECISIONS}
-            or name in RUNTIME_FILES)
+            or name in RUNTIME_FILES or name in (CARD_FILE, CARD_RECORDS_FILE))
 
 
 RUNTIME_FILES = frozenset({CLASS_EMBEDDINGS_FILE, TEXT_MODEL_FILE, Path(VOCAB_FILE).parts[0],
@@ -181,3 +194,16 @@ def report_path(run: str | Path, export_name: str, command: str, precision: str 
 def cache_path(run: str | Path, export_name: str) -> Path:
     """RUN/cache/NAME/: graphs bench derives (bare encoder, ablations), rebuilt when missing."""
     return Path(run) / CACHE_DIR / export_name
+
+
+
+CARD_FILE = "MODEL_CARD.md"
+"""The model card: export-time facts (also in the manifest under `card`), then what verify and
+bench measured on this folder."""
+CARD_RECORDS_FILE = "card_records.json"
+"""Verdicts and timings verify and bench recorded here; MODEL_CARD.md is rendered from it."""
+
+# ---- `vs2 gallery OUT`: a static page, not part of the export folder
+GALLERY_PAGE = "index.html"
+GALLERY_DATA = "gallery.json"
+GALLERY_IMAGES = "images"

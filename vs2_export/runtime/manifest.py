@@ -73,9 +73,14 @@ class SteeringInfo:
     quantile: float
     """Gate quantile q that produced tau."""
     tau: float
-    """FVU threshold: steer only where fvu <= tau."""
+    """Gate threshold: steer only where gate_score <= tau."""
     sae_sha256: str
     """SHA-256 of the SAE the calibration ran with (must equal sae.sha256)."""
+    gate: str = contract.GATE_FVU
+    """Gate criterion (contract.GATE_CRITERIA); absent before issue 12, when it was always FVU."""
+    gate_stats: dict[str, float] | None = None
+    """The gate score on the calibration activations: pass_rate, mean, p50 ... p999, max (what
+    the runtime's GateMonitor compares live traffic with); None when not recorded."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ class Manifest:
     text: TextInfo | None = None
     """The text graph for run-time classes (with classes and a CLIP-BPE tokenizer), else None."""
     schema_version: int = contract.SCHEMA_VERSION
+    card: dict[str, Any] | None = None
+    """Model-card facts known at export (source and licence, SAE data, gate; free-form, JSON
+    values); MODEL_CARD.md renders them. None in exports from before issue 12."""
 
     def __post_init__(self) -> None:
         # Accept lists where tuples are meant (JSON has no tuples), then check everything once.
@@ -203,6 +211,7 @@ class Manifest:
             "versions": dict(self.versions),
             "tolerances": json.loads(json.dumps(self.tolerances)),  # deep copy, JSON-only values
             "created": self.created,
+            **({} if self.card is None else {"card": json.loads(json.dumps(self.card))}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -262,6 +271,7 @@ def is_finite_number(value: Any) -> bool:
 _TOP_KEYS = ("schema_version", "model", "preprocess", "sae", "steering", "classes", "templates",
              "logit_scale", "precision", "opset", "pixel_input", "inputs", "class_embeddings",
              "text", "outputs", "versions", "tolerances", "created")
+_OPTIONAL_TOP_KEYS = ("card",)
 _SECTIONS = {"model": ModelInfo, "sae": SaeInfo, "steering": SteeringInfo}
 _OPTIONAL_SECTIONS = {"class_embeddings": ClassEmbeddingsInfo, "text": TextInfo}
 """Sections that are null when the export has no classes (or no text graph)."""
@@ -273,7 +283,7 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
     version = data.get("schema_version")
     _expect(version == contract.SCHEMA_VERSION and not isinstance(version, bool), "schema_version",
             f"{contract.SCHEMA_VERSION} (this runtime reads schema {contract.SCHEMA_VERSION} only)", version)
-    _keys(data, _TOP_KEYS, "manifest")
+    _keys(data, _TOP_KEYS, "manifest", _OPTIONAL_TOP_KEYS)
     sections = {name: _section(data[name], section_cls, name) for name, section_cls in _SECTIONS.items()}
     sections.update({name: None if data[name] is None else _section(data[name], section_cls, name)
                      for name, section_cls in _OPTIONAL_SECTIONS.items()})
@@ -292,8 +302,8 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
         spec = PreprocessSpec.from_dict(preprocess)
     except (ValueError, TypeError) as exc:
         raise ManifestError(f"preprocess.{exc}") from None
-    rest = {k: data[k] for k in _TOP_KEYS
-            if k not in sections and k not in ("inputs", "preprocess", "pixel_input")}
+    rest = {k: data[k] for k in _TOP_KEYS + _OPTIONAL_TOP_KEYS
+            if k in data and k not in sections and k not in ("inputs", "preprocess", "pixel_input")}
     extra = {"max_side": inputs["max_side"]} if image_rgb else {}
     return cls(**sections, **rest, preprocess=spec,
                inputs=InputsInfo(overridable=inputs["overridable"], **extra, **{
@@ -311,16 +321,17 @@ def _section(value: Any, section_cls: type, where: str) -> Any:
     """A JSON object -> one of the small section dataclasses ('lambda' -> field lambda_)."""
     _expect(isinstance(value, dict), where, "an object", value)
     names = {f.name.rstrip("_"): f.name for f in fields(section_cls)}
-    optional = {f.name.rstrip("_") for f in fields(section_cls) if f.default is not MISSING}
-    _keys({**{k: None for k in optional}, **value}, tuple(names), where)
+    optional = tuple(k for k, f in zip(names, fields(section_cls), strict=True)
+                     if f.default is not MISSING)  # keys added later, with their old meaning
+    _keys(value, tuple(k for k in names if k not in optional), where, optional)
     return section_cls(**{names[k]: value[k] for k in names if k in value})
 
 
-def _keys(data: dict, expected: tuple[str, ...], where: str) -> None:
+def _keys(data: dict, expected: tuple[str, ...], where: str, optional: tuple[str, ...] = ()) -> None:
     missing = [k for k in expected if k not in data]
     if missing:
         raise ManifestError(f"{where}: required key(s) {missing} missing; expected keys {list(expected)}")
-    unknown = sorted(set(data) - set(expected))
+    unknown = sorted(set(data) - set(expected) - set(optional))
     if unknown:
         raise ManifestError(f"{where}: unknown key(s) {unknown}; expected only {list(expected)}")
 
@@ -349,6 +360,7 @@ def _check_manifest(m: Manifest) -> None:
     _check_classes(m)
     _check_io(m)
     _check_class_inputs(m)
+    _check_gate(m)
     _expect(m.precision in contract.PRECISIONS, "precision", f"one of {list(contract.PRECISIONS)}", m.precision)
     _expect(_is_int(m.opset) and m.opset >= 7, "opset", "an int >= 7", m.opset)
     _expect(isinstance(m.versions, dict) and all(isinstance(k, str) and isinstance(v, str)
@@ -439,7 +451,7 @@ def _check_io(m: Manifest) -> None:
     outs = list(m.outputs)
     _expect(all(isinstance(o, str) for o in outs) and len(set(outs)) == len(outs), "outputs",
             "unique output names", outs)
-    known = set(contract.REQUIRED_OUTPUTS) | {contract.LOGITS}
+    known = set(contract.REQUIRED_OUTPUTS) | {contract.LOGITS, contract.GATE_SCORE}
     _expect(set(outs) <= known, "outputs", f"names among {sorted(known)}", sorted(set(outs) - known))
     _expect(set(contract.REQUIRED_OUTPUTS) <= set(outs), "outputs", f"to include {list(contract.REQUIRED_OUTPUTS)}",
             outs)
@@ -475,6 +487,20 @@ def _check_class_inputs(m: Manifest) -> None:
         m.text.tokenizer_spec()
     except TokenizerError as exc:
         raise ManifestError(f"text.{exc}") from None
+
+
+def _check_gate(m: Manifest) -> None:
+    s = m.steering
+    _expect(s.gate in contract.GATE_CRITERIA, "steering.gate",
+            f"one of {list(contract.GATE_CRITERIA)}", s.gate)
+    # An app must be able to see what the gate compared with tau.
+    _expect(s.gate == contract.GATE_FVU or contract.GATE_SCORE in m.outputs, "outputs",
+            f"to include {contract.GATE_SCORE!r} (the gate is {s.gate!r}, not fvu)", list(m.outputs))
+    stats = s.gate_stats
+    _expect(stats is None or (isinstance(stats, dict) and all(
+        isinstance(k, str) and is_finite_number(v) for k, v in stats.items())),
+        "steering.gate_stats", "null or an object of finite numbers", stats)
+    _expect(m.card is None or isinstance(m.card, dict), "card", "null or an object", m.card)
 
 
 def _is_int(value: Any) -> bool:

@@ -20,6 +20,7 @@ from PIL import Image
 from . import contract
 from .classes import TextEncoder, check_names, read_class_embeddings
 from .manifest import Manifest, ManifestError
+from .monitor import GateMonitor
 from .preprocess import (
     ImageError,
     PreprocessedBatch,
@@ -81,6 +82,9 @@ class Vs2Session:
         self._text: TextEncoder | None = None
         self._default_class_embeddings = read_class_embeddings(self._path.parent, self._manifest)
         self.reset_classes()
+        self.gate_monitor = GateMonitor.from_manifest(self._manifest)
+        """Running gate statistics and drift alarms over the runs with the shipped gamma,
+        lambda and tau (runtime/monitor.py); `gate_monitor.summary()` reads them."""
         log.info("loaded %s (%s, %s) on %s", self._path, self._manifest.model.id,
                  self._manifest.precision, self.providers)
 
@@ -138,9 +142,13 @@ class Vs2Session:
         if name == contract.IMAGE_RGB:
             images = _rgb_list(pixels)
             chunks = [self._run({**feeds, name: _check_rgb(x, self._manifest)}) for x in images]
-            return self._concat(chunks)
-        check = _check_uint8 if name == contract.PIXELS_UINT8 else _check_pixels
-        return self._run({**feeds, name: check(pixels, self._manifest.image_size)})
+            out = self._concat(chunks)
+        else:
+            check = _check_uint8 if name == contract.PIXELS_UINT8 else _check_pixels
+            out = self._run({**feeds, name: check(pixels, self._manifest.image_size)})
+        if gamma is None and lambda_ is None and tau is None:  # the graph as shipped (monitor)
+            self.gate_monitor.observe(out)
+        return out
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._output_names, feeds)
@@ -237,7 +245,8 @@ class Vs2Session:
                  contract.BASE_EMBEDDING: ((0, m.model.embed_dim), np.float32),
                  contract.LOGITS: ((0, len(self._classes or ())), np.float32), contract.FVU: ((0,), np.float32),
                  contract.STEERED: ((0,), np.bool_), contract.LATENT_INDICES: ((0, m.sae.k), np.int64),
-                 contract.LATENT_VALUES: ((0, m.sae.k), np.float32)}
+                 contract.LATENT_VALUES: ((0, m.sae.k), np.float32),
+                 contract.GATE_SCORE: ((0,), np.float32)}
         return {name: np.zeros(*empty[name]) for name in self._output_names}
 
     def _feeds(self, **overrides: float | None) -> dict[str, np.ndarray]:

@@ -149,11 +149,13 @@ function render(steered, plain, options, runMs) {
   } else {
     status('No classes: type some class names to classify.');
   }
-  const fvu = steered.fvu.data[0];
+  // The gate compares gate_score (fvu in graphs from before issue 12) with tau.
+  const fvu = (steered.gate_score ?? steered.fvu).data[0];
+  const gate = model.manifest.steering?.gate ?? 'fvu';
   const tau = options.gate_tau ?? model.defaults.gate_tau;
   const on = Boolean(steered.steered.data[0]);
   $('gate').innerHTML = '';
-  $('gate').append(badge(on), ` fvu ${fvu.toFixed(4)} ${on ? '≤' : '>'} τ ${tau.toFixed(4)}: `
+  $('gate').append(badge(on), ` ${gate} ${fvu.toPrecision(4)} ${on ? '≤' : '>'} τ ${tau.toPrecision(4)}: `
     + (on ? 'the SAE reconstructs this image well, so it is steered.'
       : 'the SAE reconstructs this image poorly, so it falls back to plain CLIP.'));
   const scale = Math.max(fvu, tau) * 1.25 || 1;

@@ -110,13 +110,17 @@ export class Vs2Model {
     return Object.fromEntries(Object.entries(outputs).map(([name, t]) => [name, { data: t.data, dims: t.dims, type: t.type }]));
   }
 
-  /** One image -> { top, topPlain?, steered, fvu, tau, latents, outputs } for the first row. */
+  /** One image -> { top, topPlain?, steered, fvu, gate, gateScore, tau, latents, outputs } for
+   *  the first row. gateScore is what the gate compared with tau: the gate_score output (issue
+   *  12), or fvu in graphs without it; gate names its criterion (manifest steering.gate). */
   async classify(image, { topK = 5, ...overrides } = {}) {
     const outputs = await this.run(image, overrides);
     return {
       top: outputs.logits ? rankClasses(outputs.logits, this.classes, topK)[0] : null,
       steered: Boolean(outputs.steered.data[0]),
       fvu: outputs.fvu.data[0],
+      gate: this.manifest.steering?.gate ?? 'fvu',
+      gateScore: (outputs.gate_score ?? outputs.fvu).data[0],
       tau: overrides.gate_tau ?? this.defaults.gate_tau,
       latents: latents(outputs)[0],
       outputs,
