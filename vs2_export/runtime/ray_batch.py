@@ -32,7 +32,7 @@ DEFAULT_OUTPUTS = (contract.EMBEDDING, contract.STEERED, contract.FVU)
 class Vs2Batch:
     """Callable for `ds.map_batches(Vs2Batch, fn_constructor_kwargs={...})`.
 
-    model: export folder or .onnx file; provider / threads / precision: as Vs2Session
+    model: export folder or one .onnx file in it; provider / threads: as Vs2Session
     (threads=1 with one actor per core is what Ray schedules best); image_column: the column of
     decoded images ([H, W, 3] uint8, any size); outputs: graph outputs to return as columns
     (logits adds `label`, the top-1 class name, when the model has classes). Other input
@@ -40,9 +40,8 @@ class Vs2Batch:
     """
 
     def __init__(self, model: str | Path, *, provider: str = "cpu", threads: int | None = 1,
-                 precision: str | None = None, image_column: str = "image",
-                 outputs: tuple[str, ...] = DEFAULT_OUTPUTS):
-        self.session = Vs2Session(model, provider=provider, threads=threads, precision=precision)
+                 image_column: str = "image", outputs: tuple[str, ...] = DEFAULT_OUTPUTS):
+        self.session = Vs2Session(model, provider=provider, threads=threads)
         missing = sorted(set(outputs) - set(self.session.manifest.outputs))
         if missing:
             raise InputError(f"outputs: expected names among {list(self.session.manifest.outputs)}, "
@@ -56,8 +55,10 @@ class Vs2Batch:
             raise InputError(f"batch: expected a column {self.image_column!r}, got {sorted(batch)}")
         images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB")
                   for a in batch[self.image_column]]
-        pixels = np.stack([self.session.preprocess(img) for img in images])
-        result = self.session.run(pixels)
+        pixels = [self.session.preprocess(img) for img in images]
+        # An image_rgb graph takes the decoded images as they are (sizes differ): a list.
+        result = self.session.run(pixels if self.session.manifest.pixel_input == contract.IMAGE_RGB
+                                  else np.stack(pixels))
         out = {k: v for k, v in batch.items() if k != self.image_column}
         out.update({name: result[name] for name in self.outputs})
         if contract.LOGITS in self.outputs and self.session.manifest.classes:
