@@ -153,8 +153,10 @@ def screenshot(page, tmp_path):
 def test_every_export_carries_a_model_card_that_verify_and_eval_extend(flow):
     work, val = flow
     folder = work / "exported"
-    facts = json.loads((folder / "manifest.json").read_text())["card"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    facts = manifest["card"]
     assert facts["model"]["licence"] == "MIT" and len(facts["model"]["weights_sha256"]) == 64
+    assert facts["model"]["weights_sha256"] == manifest["model"]["weights_sha256"]
     assert facts["sae"]["training_data"]["count"] == 400
     assert facts["gate"]["criterion"] == "rel_err" and 0.98 <= facts["gate"]["pass_rate"] <= 1
     vs2("verify", folder, "--images", val)

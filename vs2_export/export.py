@@ -157,7 +157,7 @@ def card_facts(parts: FusedParts, cfg: ExportConfig) -> dict:
     return card.export_facts(
         {"id": cfg.model.name, "source": cfg.model.source},
         {"d": sae.d, "n": sae.n, "k": sae.k, "expansion": sae.expansion, "sha256": parts.sae_sha256},
-        parts.steering, card.weights_sha256(parts.clip.model.state_dict()))
+        parts.steering, parts.clip.weights_sha256)
 
 
 def _versions() -> dict[str, str]:
