@@ -218,7 +218,7 @@ def _speed(bench: dict) -> str:
 
 
 def record_verify(folder: Path, report: dict, provider: str) -> None:
-    """`vs2 verify`'s report (as written to parity_report*.json) -> the card's parity table."""
+    """`vs2 verify`'s VerifyReport.to_dict() -> the card's parity table."""
     failed = [c["name"] for c in report.get("checks", []) if not c["passed"]]
     record(folder, "verify", f"{report['precision']}/{provider}",
            {"precision": report["precision"], "provider": provider, "verdict": report["verdict"],
