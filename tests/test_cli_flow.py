@@ -118,6 +118,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert "parity PASS" in result.stdout and "ALL" in result.stdout
     assert "McNemar p =" in result.stdout  # the change comes with its evidence
     assert (tmp_path / "exported" / "vs2-demo" / "model.onnx").is_file()
+    written = json.loads((tmp_path / "quickstart_report.json").read_text())  # typed reports, as JSON
+    assert written["parity"]["verdict"] == "PASS" and 0 <= written["eval"]["p_value"] <= 1
 
 
 def test_gallery_writes_a_page_a_browser_renders(flow, tmp_path):
