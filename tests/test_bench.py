@@ -14,6 +14,7 @@ from vs2_export.config import BenchConfig, ExportConfig, ModelSpec
 from vs2_export.demo.data import generate_unlabeled
 from vs2_export.errors import Vs2Error
 from vs2_export.export import export
+from vs2_export.runtime import contract
 
 DEMO = ModelSpec("vs2-demo")
 
@@ -30,11 +31,18 @@ def exported(tmp_path_factory):
 
 
 def test_bench_emits_wellformed_json_and_png(exported):
+    before = {p.name: p.read_bytes() for p in exported.iterdir() if p.is_file()}
     report = bench(BenchConfig(exported, batches=(1, 2), runs=2, warmup=0, ablations=True,
                                run=exported.parent))
     on_disk = json.loads((exported.parent / "reports" / "variants.bench.json").read_text())
-    assert sorted(p.name for p in exported.iterdir()) == [  # bench leaves the export as it was
-        "manifest.int8.json", "manifest.json", "model.int8.onnx", "model.onnx"]
+    # bench leaves the export as it was (its graphs go to RUN/cache), but for its timings in
+    # the model card (card.py: card_records.json and MODEL_CARD.md are rewritten)
+    after = {p.name: p.read_bytes() for p in exported.iterdir() if p.is_file()}
+    assert set(after) == set(before) and all(contract.shipped(name) for name in after)
+    card_files = {contract.CARD_FILE, contract.CARD_RECORDS_FILE}
+    assert {n for n in after if after[n] != before[n]} == card_files
+    assert {"model.onnx", "model.int8.onnx", "manifest.json", "manifest.int8.json"} <= set(after)
+    assert "| fused fp32 | 1 |" in after[contract.CARD_FILE].decode()
     assert on_disk["rows"][0]["name"] == report["rows"][0]["name"] == "pytorch eager + hook"
     names = [r["name"] for r in on_disk["rows"]]
     assert {"onnx bare encoder", "fused fp32", "fused int8", "ablation: full last block"} <= set(names)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from vs2_export.cli import app
 from vs2_export.demo import data as demo_data
+from vs2_export.runtime import contract
 
 runner = CliRunner()
 
@@ -93,9 +94,15 @@ def test_eval_reports_both_accuracies_per_class(flow):
 
 
 def test_the_export_folder_holds_only_what_ships(flow):
-    """After export, verify, eval (and classify) nothing but models and manifests is there."""
+    """After export, verify, eval (and classify) nothing but models, manifests, runtime inputs and
+    the model card is there: sources, records and reports are in the run folder."""
     work, _ = flow
-    assert sorted(p.name for p in (work / "exported").iterdir()) == ["manifest.json", "model.onnx"]
+    names = sorted(p.name for p in (work / "exported").iterdir())
+    assert names == sorted([contract.MODEL_FILE, contract.MANIFEST_FILE, contract.TEXT_MODEL_FILE,
+                            contract.CLASS_EMBEDDINGS_FILE, "tokenizer", contract.REFERENCE_DIR,
+                            contract.CARD_FILE, contract.CARD_RECORDS_FILE])
+    assert all(contract.shipped(name) for name in names)
+    assert (work / "exports" / "exported.json").is_file()
 
 
 def test_existing_outputs_are_not_overwritten_without_force(flow):
@@ -111,12 +118,15 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert "parity PASS" in result.stdout and "ALL" in result.stdout
     assert "McNemar p =" in result.stdout  # the change comes with its evidence
     assert (tmp_path / "exported" / "vs2-demo" / "model.onnx").is_file()
+    written = json.loads((tmp_path / "quickstart_report.json").read_text())  # typed reports, as JSON
+    assert written["parity"]["verdict"] == "PASS" and 0 <= written["eval"]["p_value"] <= 1
 
 
 def test_gallery_writes_a_page_a_browser_renders(flow, tmp_path):
     work, val = flow
     out = tmp_path / "gallery"
-    result = vs2("gallery", work / "exported", "--images", val, "--out", out, "--latents", 4,
+    result = vs2("gallery", work / "exported", "--run", work, "--images", val, "--out", out,
+                 "--latents", 4,
                  "--per-latent", 3, "--images-shown", 5)
     assert "gallery of 4 latents" in result.output
     page = (out / "index.html").read_text()
@@ -128,7 +138,7 @@ def test_gallery_writes_a_page_a_browser_renders(flow, tmp_path):
     srcs = re.findall(r'<img src="([^"]+)"', page)
     assert srcs and all((out / s).is_file() for s in srcs)  # images are files beside the page
     assert "<script" not in page
-    vs2("gallery", work / "exported", "--images", val, "--out", out, code=2)  # no --force
+    vs2("gallery", work / "exported", "--run", work, "--images", val, "--out", out, code=2)  # no --force
     shot = screenshot(out / "index.html", tmp_path)
     if shot is not None:  # Chromium renders it: not blank, images decoded
         from PIL import Image
@@ -153,11 +163,13 @@ def screenshot(page, tmp_path):
 def test_every_export_carries_a_model_card_that_verify_and_eval_extend(flow):
     work, val = flow
     folder = work / "exported"
-    facts = json.loads((folder / "manifest.json").read_text())["card"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    facts = manifest["card"]
     assert facts["model"]["licence"] == "MIT" and len(facts["model"]["weights_sha256"]) == 64
+    assert facts["model"]["weights_sha256"] == manifest["model"]["weights_sha256"]
     assert facts["sae"]["training_data"]["count"] == 400
     assert facts["gate"]["criterion"] == "rel_err" and 0.98 <= facts["gate"]["pass_rate"] <= 1
-    vs2("verify", folder, "--images", val)
+    vs2("verify", folder, "--run", work, "--images", val)
     vs2("eval", folder, "--images", val)
     card = (folder / "MODEL_CARD.md").read_text()
     assert "| fp32 | cpu | **PASS** |" in card and "## Accuracy" in card
@@ -171,7 +183,8 @@ def test_the_papers_fvu_gate_and_the_raw_error_gate_export_and_verify(flow, tmp_
             tmp_path / f"{gate}.json", "--gate", gate)
         vs2("export", "--sae", work / "sae", "--steering", tmp_path / f"{gate}.json", "--classes",
             work / "classes.txt", "--out", tmp_path / gate)
-        assert json.loads(vs2("verify", tmp_path / gate, "--images", val, "--json").output)[
+        assert json.loads(vs2("verify", tmp_path / gate, "--run", tmp_path, "--images", val,
+                              "--json").output)[
             "verdict"] == "PASS"
         assert json.loads((tmp_path / gate / "manifest.json").read_text())["steering"]["gate"] == gate
 

@@ -106,9 +106,12 @@ def test_variant_passes_verify_on_labeled_folder(demo, precision):
     judged = {c.name: c.judged for c in report.checks}
     assert judged["embedding.cosine_min"] >= (1 - 0.05) * len(report.images), judged
     assert report_path(out.parent, out.name, "verify", precision).is_file()
+    # nothing but what ships: the variants, their manifests, the runtime inputs of an export
+    # with classes (issue 9) and the model card verify extends (issue 12); the report is in RUN
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "manifest.json",
-         "manifest.fp16.json", "manifest.int8.json"])
+         "manifest.fp16.json", "manifest.int8.json", "class_embeddings.f32", "text.onnx",
+         "tokenizer", "reference", "MODEL_CARD.md", "card_records.json"])
 
 
 def test_int8_that_breaks_its_tolerance_fails(demo, tmp_path):

@@ -35,6 +35,7 @@ ORT_DIST = NODE_MODULES / "onnxruntime-web" / "dist"
 CHROMIUM = os.environ.get("VS2_CHROMIUM", "/usr/bin/chromium")
 REAL_EXPORT = os.environ.get("VS2_JS_EXPORT")
 EMB_TOL = 1e-4  # DESIGN.md fp32: embeddings max abs <= 1e-4; fvu abs <= 1e-4
+GATE_REL = 1e-3  # parity.TOLERANCES["fp32"].gate_rel: gate_score and the band around tau
 LOGITS_TOL = 1e-4  # issue 9: run-time classes vs classes baked in at export, logits max abs
 OVERRIDES = {"steer_gamma": 2.5, "steer_lambda": 3.0, "gate_tau": 1e6}
 """Typed into the page: gate always open, stronger steering (Python gets the same values)."""
@@ -203,8 +204,20 @@ def _compare(js: dict, ref: dict[str, np.ndarray], tau: float, scale: float, whe
     fvu_js, fvu_ref = _array(js["fvu"]), ref["fvu"]
     if np.abs(fvu_js - fvu_ref).max() > EMB_TOL:
         bad.append(f"{where} fvu: {fvu_js} vs {fvu_ref}")
+    # steered = gate_score <= tau (issue 12; graphs without gate_score gate on fvu). Criteria
+    # differ in scale: gate_score within gate_rel of its own size, and a steered flag may differ
+    # by rounding within gate_rel of tau (parity.py's fp32 rule).
+    if "gate_score" in ref:
+        band = GATE_REL * max(abs(tau), 1e-12)
+        allowed = GATE_REL * np.maximum(np.abs(ref["gate_score"]), 1e-12)
+        if "gate_score" not in js:
+            bad.append(f"{where} gate_score: missing from the JS outputs")
+        elif (np.abs(_array(js["gate_score"]) - ref["gate_score"]) > allowed).any():
+            bad.append(f"{where} gate_score: {_array(js['gate_score'])} vs {ref['gate_score']}")
+        near = np.abs(ref["gate_score"] - tau) < band
+    else:
+        near = np.abs(fvu_ref - tau) < EMB_TOL
     steered = _array(js["steered"]).astype(bool)
-    near = np.abs(fvu_ref - tau) < EMB_TOL
     if ((steered != ref["steered"]) & ~near).any():
         bad.append(f"{where} steered: {steered} vs {ref['steered']}")
     if "logits" in ref:

@@ -236,12 +236,14 @@ def test_image_rgb_inputs_are_checked(rgb_export):
     assert out[contract.EMBEDDING].shape == (2, session.manifest.model.embed_dim)
 
 
-def test_verify_and_eval_run_image_rgb_exports(rgb_export, tmp_path):
+def test_verify_and_eval_run_image_rgb_exports(rgb_export, demo_work, tmp_path):
     images = tmp_path / "photos"
     images.mkdir()
     for i, (h, w) in enumerate([(90, 130), (200, 64), (64, 64), (333, 500)]):
         Image.fromarray(photo_like(h, w, seed=i)).save(images / f"{i}.png")
-    assert verify(VerifyConfig(rgb_export, images, report=tmp_path / "r.json"))["verdict"] == "PASS"
+    # the reference comes from the export record in the run folder (demo_work: beside steering.json)
+    report = verify(VerifyConfig(rgb_export, demo_work, images, report=tmp_path / "r.json"))
+    assert report.verdict == "PASS" and len(report.images) == 4
 
 
 # ---- reference vectors

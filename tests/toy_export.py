@@ -7,7 +7,8 @@ writes real folders with this contract. Same I/O names, dtypes and shapes as the
                  image_rgb u8 [H,W,3]), steer_gamma / steer_lambda / gate_tau f32 [],
                  class_embeddings f32 [C,E]
                  -> embedding, base_embedding [B,E], logits [B,C], fvu [B], steered [B] bool,
-                    latent_indices [B,k] i64, latent_values [B,k] f32
+                    latent_indices [B,k] i64, latent_values [B,k] f32, gate_score [B] f32
+                    (issue 12; the toy gates on the fvu criterion, so gate_score = fvu)
     text.onnx    input_ids i64 [N,L] -> text_embedding f32 [N,E] (L2-normalised)
     class_embeddings.f32   [C,E] little-endian float32, row-major
     manifest.json          (also in model.onnx metadata_props["vs2_export"])
@@ -94,7 +95,8 @@ def _manifest(pixel_input: str, dims: dict, context_length: int, tau: float, cla
         "preprocess": {"image_size": s, "mean": list(MEAN), "std": list(STD),
                        "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0},
         "sae": {"d": dims["d"], "n": dims["n"], "k": dims["k"], "sha256": "0" * 64},
-        "steering": {"gamma": 1.5, "lambda": 2.1, "quantile": 0.5, "tau": tau, "sae_sha256": "0" * 64},
+        "steering": {"gamma": 1.5, "lambda": 2.1, "quantile": 0.5, "tau": tau, "sae_sha256": "0" * 64,
+                     "gate": "fvu"},
         "classes": list(CLASSES),
         "templates": list(TEMPLATES),
         "logit_scale": 100.0,
@@ -107,7 +109,7 @@ def _manifest(pixel_input: str, dims: dict, context_length: int, tau: float, cla
         "class_embeddings": {"file": "class_embeddings.f32", "shape": [len(CLASSES), dims["E"]],
                              "sha256": class_sha},
         "outputs": ["embedding", "base_embedding", "logits", "fvu", "steered", "latent_indices",
-                    "latent_values"],
+                    "latent_values", "gate_score"],
         "text": {"model": "text.onnx", "context_length": context_length,
                  "vocab": TokenizerSpec().vocab, "clean": "lower"},
         "versions": {"onnx": onnx.__version__},
@@ -176,7 +178,8 @@ def _image_graph(pixel_input: str, dims: dict, rng: np.random.Generator) -> onnx
         mk("Sub", ["h", "mu"], ["dev"]), mk("Mul", ["dev", "dev"], ["dev2"]),
         mk("ReduceSum", ["dev2", "axis1"], ["dev_ss"], keepdims=0),
         mk("Div", ["err_ss", "dev_ss"], ["fvu"]),
-        mk("LessOrEqual", ["fvu", "gate_tau"], ["steered"]),
+        mk("Identity", ["fvu"], ["gate_score"]),  # the fvu criterion (manifest steering.gate)
+        mk("LessOrEqual", ["gate_score", "gate_tau"], ["steered"]),
         # VS2: v = (gamma - 1) W_dec c ; h' = (h + lambda v) |h| / |h + lambda v|
         mk("Sub", ["steer_gamma", "c1"], ["gm1"]), mk("Mul", ["dec", "gm1"], ["v"]),
         mk("Mul", ["v", "steer_lambda"], ["lv"]), mk("Add", ["h", "lv"], ["hp"]),
@@ -212,6 +215,7 @@ def _image_graph(pixel_input: str, dims: dict, rng: np.random.Generator) -> onnx
         helper.make_tensor_value_info("steered", TensorProto.BOOL, [b]),
         helper.make_tensor_value_info("latent_indices", TensorProto.INT64, [b, k]),
         helper.make_tensor_value_info("latent_values", TensorProto.FLOAT, [b, k]),
+        helper.make_tensor_value_info("gate_score", TensorProto.FLOAT, [b]),
     ]
     graph = helper.make_graph(nodes, "vs2_toy", inputs, outputs, initializer=inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

@@ -11,12 +11,12 @@ Two sources, both written by runs on this folder's files, nothing copied from do
   atomically, so the card always matches the files beside it. Export starts the records afresh:
   a new graph has not been verified.
 
-No torch here: `weights_sha256` takes any state dict whose values have .numpy().
+No torch here: the weights checksum is clip.weights_sha256, computed once when the CLIP loads
+(the same one the manifest's model.weights_sha256 and the export record carry).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,20 +54,10 @@ def licence_of(source: str, model_id: str) -> tuple[str, str]:
     return "unknown", f"open_clip pretrained tag {source!r}: not in vs2-export's licence table"
 
 
-def weights_sha256(state_dict: dict) -> str:
-    """SHA-256 over a state dict as loaded (names sorted; name, dtype, shape and bytes of each
-    tensor): the same for the same weights whatever file or hub they came from."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        array = state_dict[name].detach().cpu().contiguous().numpy()
-        digest.update(f"{name}|{array.dtype}|{list(array.shape)}|".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def export_facts(model: dict, sae: dict, steering: Any, weights: str) -> dict:
     """The card's export-time facts. model: id, source; sae: d, n, k, expansion, sha256;
-    steering: steering.SteeringParams; weights: weights_sha256 of the CLIP."""
+    steering: steering.SteeringParams; weights: clip.weights_sha256 of the CLIP (the manifest's
+    model.weights_sha256: the card and the manifest name the weights with one checksum)."""
     licence, note = licence_of(model["source"], model["id"])
     data = dict(steering.data or {})
     return {
@@ -228,7 +218,7 @@ def _speed(bench: dict) -> str:
 
 
 def record_verify(folder: Path, report: dict, provider: str) -> None:
-    """`vs2 verify`'s report (as written to parity_report*.json) -> the card's parity table."""
+    """`vs2 verify`'s VerifyReport.to_dict() -> the card's parity table."""
     failed = [c["name"] for c in report.get("checks", []) if not c["passed"]]
     record(folder, "verify", f"{report['precision']}/{provider}",
            {"precision": report["precision"], "provider": provider, "verdict": report["verdict"],

@@ -9,10 +9,11 @@ the bundled demo model by name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -85,6 +86,18 @@ def weights_sha256(model: nn.Module) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def no_mha_fastpath() -> Iterator[None]:
+    """PyTorch's fused MHA fast path does not export (immich #12496): off while exporting. Here,
+    below every exporter (image graph, text.onnx, bench baselines), so none imports another."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def describe(name: str, source: str, weights: str | None = None) -> str:

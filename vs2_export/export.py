@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from . import __version__, card
 from .artifacts import atomic_path, claim_output, write_json
-from .clip import describe
+from .clip import describe, no_mha_fastpath
 from .config import DEMO_MODEL, ExportConfig, ModelSpec, to_jsonable
 from .errors import Vs2Error
 from .fused import FusedParts, Uint8Pixels, build_steered_clip
@@ -53,17 +52,6 @@ from .zeroshot import read_classes
 
 log = logging.getLogger(__name__)
 TWO_GB = 2**31
-
-
-@contextlib.contextmanager
-def no_mha_fastpath() -> Iterator[None]:
-    """PyTorch's fused MHA fast path does not export (immich #12496): off while exporting."""
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def trace_to_onnx(parts: FusedParts, opset: int,
@@ -138,7 +126,7 @@ def build_manifest(parts: FusedParts, cfg: ExportConfig, outputs: list[str],
         "pixel_input": cfg.pixel_input,
         "inputs": {cfg.pixel_input: shapes[cfg.pixel_input], **rgb,
                    "overridable": {k: float(v) for k, v in parts.scalars().items()}},
-        "class_embeddings": None if class_bytes is None else {
+        contract.CLASS_EMBEDDINGS: None if class_bytes is None else {
             "file": contract.CLASS_EMBEDDINGS_FILE,
             "shape": [len(parts.classes), parts.clip.embed_dim],
             "sha256": hashlib.sha256(class_bytes).hexdigest()},
@@ -157,7 +145,7 @@ def card_facts(parts: FusedParts, cfg: ExportConfig) -> dict:
     return card.export_facts(
         {"id": cfg.model.name, "source": cfg.model.source},
         {"d": sae.d, "n": sae.n, "k": sae.k, "expansion": sae.expansion, "sha256": parts.sae_sha256},
-        parts.steering, card.weights_sha256(parts.clip.model.state_dict()))
+        parts.steering, parts.clip.weights_sha256)
 
 
 def _versions() -> dict[str, str]:

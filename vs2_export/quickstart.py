@@ -94,7 +94,7 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartResult:
     exported = work / "exported/vs2-demo"
     step("export", export, ExportConfig(work / "sae", work / contract.STEERING_FILE, exported, model,
                                         work / contract.CLASSES_FILE, force=True))
-    parity = step("verify", verify, VerifyConfig(exported, work, val)).to_dict()
+    parity = step("verify", verify, VerifyConfig(exported, work, val))
     report = step("eval", evaluate, EvalConfig(exported, val, run=work))
     samples = list_images(val)[:: max(1, len(list_images(val)) // 5)][:5]
     classified = step("classify", predictions, Vs2Session(exported), samples)

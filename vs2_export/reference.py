@@ -28,7 +28,7 @@ from .runtime.session import Vs2Session
 RUNS = {"default": {}, "plain": {"lambda_": 0.0}}
 """Run name -> Vs2Session.run overrides (Python names; the JSON lists graph input names)."""
 TOLERANCES = {"embedding_max_abs": 1e-4, "logits_max_abs": 1e-3, "fvu_max_abs": 1e-4,
-              "latent_values_max_abs": 1e-4, "latent_indices": "same set per row",
+              "latent_values_max_abs": 1e-4, contract.LATENT_INDICES: "same set per row",
               "steered": "equal unless abs(fvu - tau) < 1e-4"}
 """What an fp32 port should meet (docs/design.md parity table); pixels: exact for the decoder
 and crop, +-1 level where a port resamples (image_rgb does that inside the graph)."""

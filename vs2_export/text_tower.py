@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .artifacts import atomic_path
-from .clip import LoadedClip
+from .clip import LoadedClip, no_mha_fastpath
 from .errors import Vs2Error
 from .runtime import contract
 from .runtime.providers import create_session
@@ -63,7 +63,6 @@ def text_spec(clip: LoadedClip) -> TokenizerSpec | None:
 
 def write_text_tower(clip: LoadedClip, out: Path) -> None:
     """out/text.onnx and out/tokenizer/...vocab, checked against open_clip (Vs2Error if not)."""
-    from .export import no_mha_fastpath  # the exporter's shared workaround (no import cycle at load)
     tower = TextTower(clip.model).eval()
     ids = clip.tokenizer(list(CHECK_PROMPTS))
     with atomic_path(out / contract.TEXT_MODEL_FILE) as tmp:

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from ..artifacts import atomic_path
-from ..export import no_mha_fastpath
+from ..clip import no_mha_fastpath
 from ..fused import FusedParts
 from ..runtime import contract
 from ..steering import steer

@@ -202,7 +202,7 @@ class Manifest:
                        **({"max_side": self.inputs.max_side} if self.inputs.max_side is not None
                           else {}),
                        "overridable": dict(self.inputs.overridable)},
-            "class_embeddings": None if self.class_embeddings is None else {
+            contract.CLASS_EMBEDDINGS: None if self.class_embeddings is None else {
                 "file": self.class_embeddings.file, "shape": list(self.class_embeddings.shape),
                 "sha256": self.class_embeddings.sha256},
             "text": None if self.text is None else {
@@ -269,11 +269,11 @@ def is_finite_number(value: Any) -> bool:
 # ---- parsing: JSON structure -> dataclasses (types and meaning are checked in __post_init__)
 
 _TOP_KEYS = ("schema_version", "model", "preprocess", "sae", "steering", "classes", "templates",
-             "logit_scale", "precision", "opset", "pixel_input", "inputs", "class_embeddings",
+             "logit_scale", "precision", "opset", "pixel_input", "inputs", contract.CLASS_EMBEDDINGS,
              "text", "outputs", "versions", "tolerances", "created")
 _OPTIONAL_TOP_KEYS = ("card",)
 _SECTIONS = {"model": ModelInfo, "sae": SaeInfo, "steering": SteeringInfo}
-_OPTIONAL_SECTIONS = {"class_embeddings": ClassEmbeddingsInfo, "text": TextInfo}
+_OPTIONAL_SECTIONS = {contract.CLASS_EMBEDDINGS: ClassEmbeddingsInfo, "text": TextInfo}
 """Sections that are null when the export has no classes (or no text graph)."""
 
 
@@ -466,7 +466,7 @@ def _check_class_inputs(m: Manifest) -> None:
     class_embeddings input; run-time class names need the text graph)."""
     has_classes = m.classes is not None
     ce = m.class_embeddings
-    _expect((ce is not None) == has_classes, "class_embeddings",
+    _expect((ce is not None) == has_classes, contract.CLASS_EMBEDDINGS,
             f"{'an object' if has_classes else 'null'} (classes {'given' if has_classes else 'null'})",
             ce)
     if ce is not None:
