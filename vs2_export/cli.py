@@ -198,7 +198,8 @@ JSON_HELP = "print the result as JSON (for CI)"
 RUN_HELP = ("run folder holding exports/NAME.json, the sources `vs2 export` recorded (or that "
             "file); reports go to RUN/reports/")
 REPORT_HELP = "JSON report file (default: RUN/reports/NAME.COMMAND[.PRECISION].json)"
-PRECISION_HELP = "variant: fp32 (model.onnx), fp16 or int8; or name the model file instead"
+PRECISION_HELP = ("variant: fp32 (model.onnx), fp16 or int8, or bf16 (model.onnx computed in bf16 by "
+                  "--provider openvino); or name the model file instead")
 
 
 def _announce(line: str) -> None:
@@ -388,7 +389,7 @@ def verify(exported: Path = typer.Argument(..., help="export folder, or one mode
            pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
            batch_size: int = typer.Option(default(VerifyConfig, "batch_size")),
            max_images: int = typer.Option(default(VerifyConfig, "max_images")),
-           provider: str = typer.Option(default(VerifyConfig, "provider"), help="cpu or cuda"),
+           provider: str = typer.Option(default(VerifyConfig, "provider"), help="cpu, cuda or openvino"),
            report: Path | None = typer.Option(None, help=REPORT_HELP),
            precision: str | None = typer.Option(None, help=PRECISION_HELP),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):

@@ -341,18 +341,19 @@ class VerifyConfig:
     max_images: int = 256
     """Compare on at most this many images (spread evenly over the folder or store)."""
     provider: str = "cpu"
-    """ONNX Runtime provider: cpu or cuda."""
+    """cpu or cuda (ONNX Runtime), or openvino (runtime/openvino_session.py)."""
     report: Path | None = None
     """JSON report; None = RUN/reports/NAME.verify[.PRECISION].json (never the export folder)."""
     precision: str | None = None
-    """Variant to verify against fp32 torch; None = model.onnx, or the file `exported` names."""
+    """Variant to verify against fp32 torch; None = model.onnx, or the file `exported` names;
+    bf16 (provider openvino) computes model.onnx in bf16 (contract.COMPUTE_PRECISIONS)."""
 
     def __post_init__(self) -> None:
         _paths(self)
         _count(self, "batch_size", 1, 4096)
         _count(self, "max_images", 1, 1 << 20)
-        _check(self.precision is None or self.precision in contract.PRECISIONS,
-               f"precision: expected one of {list(contract.PRECISIONS)}, got {self.precision!r}")
+        _check(self.precision is None or self.precision in contract.RUN_PRECISIONS,
+               f"precision: expected one of {list(contract.RUN_PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,49 @@ def check_providers(require_gpu: bool) -> tuple[list[Finding], dict]:
     return findings, {"available": available, "usable": usable}
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+"""The x86 features that decide the fast kernels: VNNI for int8 without u8s8 saturation
+(precision.to_int8), AVX512_BF16 / AMX for OpenVINO's bf16."""
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS /proc/cpuinfo lists (Linux; [] elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in have]
+    return []
+
+
+def check_backends(usable: dict) -> list[Finding]:
+    """Which backend runs which precision here. Which is fastest is measured by `vs2 bench`
+    (one interleaved table); this only says what can run."""
+    flags = cpu_flags()
+    ort_precisions = ["fp32", "int8"] + (["fp16"] if usable.get("CUDAExecutionProvider") else [])
+    findings = [Finding("cpu features", "info", ", ".join(flags) or "none of " + ", ".join(CPU_FLAGS)),
+                Finding("backend onnxruntime", "ok", "precisions " + ", ".join(ort_precisions)
+                        + ("" if "fp16" in ort_precisions else " (fp16 is a CUDA variant)"))]
+    try:
+        import openvino
+
+        from .runtime.openvino_session import cpu_precisions
+        precisions = cpu_precisions()
+        detail = f"openvino {openvino.__version__}, precisions {', '.join(precisions)}"
+        if "bf16" not in precisions:
+            detail += " (no bf16: the CPU lacks AVX512_BF16 / AMX)"
+        findings.append(Finding("backend openvino", "ok", detail))
+    except ImportError:
+        findings.append(Finding("backend openvino", "info",
+                                "not installed (pip install 'vs2-export[openvino]')"))
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        findings.append(Finding("backend openvino", "warn", f"installed but does not run: "
+                                                            f"{type(exc).__name__}: {_first_line(exc)}"))
+    findings.append(Finding("fastest", "info", "measured per model by `vs2 bench EXPORTED` "
+                                               "(ORT and OpenVINO rows, every precision)"))
+    return findings
+
+
 def thread_info() -> dict:
     """CPUs the process may use and the thread counts torch and ONNX Runtime will pick."""
     info: dict = {"cpu_count": os.cpu_count()}
@@ -189,7 +232,7 @@ def diagnose(require_gpu: bool = False, demo: bool = True) -> dict:
     providers: dict = {}
     try:
         provider_findings, providers = check_providers(require_gpu)
-        findings += provider_findings
+        findings += provider_findings + check_backends(providers["usable"])
     except ImportError as exc:
         findings.append(Finding("import onnxruntime", "fail", str(exc)))
     if demo and toolchain:  # the demo CLIP is a torch model

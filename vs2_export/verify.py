@@ -122,7 +122,7 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
     spec = record.model_spec()
     log.info("%s (sources: %s)", describe(spec.name, spec.source, record.model.get("weights_sha256")),
              contract.record_path(run, path.parent.name))
-    session = Vs2Session(path, provider=cfg.provider,
+    session = Vs2Session(path, provider=cfg.provider, precision=precision,
                          optimization="basic" if precision == "fp16" else "all")
     parts = rebuild_reference(record, cfg)
     paths = _images(cfg, record)
@@ -296,7 +296,7 @@ def metadata_checks(m: Manifest, parts: FusedParts, record: ExportRecord,
         "logit_scale": (m.logit_scale, parts.module.logit_scale),
         "outputs": (list(m.outputs), list(parts.module.output_names)),
         "pixel_input": (m.pixel_input, record.pixel_input),
-        "precision": (m.precision, precision),
+        "precision": (m.precision, contract.file_precision(precision)),  # bf16 runs model.onnx
     }
     return [MetaCheck(f"manifest.{name}", _same(a, b), a, b) for name, (a, b) in pairs.items()]
 

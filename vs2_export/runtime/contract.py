@@ -96,16 +96,29 @@ TEXT_EMBEDDING = "text_embedding"
 
 # ---- precisions and their files
 PRECISIONS = ("fp32", "fp16", "int8")
-"""fp32 is the base every variant is made from and verified against."""
+"""The precisions with a file of their own; fp32 is the base every variant is made from and
+verified against."""
+COMPUTE_PRECISIONS = {"bf16": "fp32"}
+"""Precisions with no file of their own -> the file precision whose graph they run: bf16 is
+OpenVINO computing model.onnx with INFERENCE_PRECISION_HINT bf16 (providers.create_session).
+Verified like a variant (parity.TOLERANCES, parity_report.bf16.json), never exported."""
+RUN_PRECISIONS = PRECISIONS + tuple(COMPUTE_PRECISIONS)
+"""Everything a session can be asked to compute in (verify --precision, bench rows)."""
 INT8_MODES = ("static", "dynamic")
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 
 
+def file_precision(precision: str) -> str:
+    """The precision of the file a precision runs: bf16 -> fp32, the others -> themselves."""
+    if precision not in RUN_PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(RUN_PRECISIONS)}, got {precision!r}")
+    return COMPUTE_PRECISIONS.get(precision, precision)
+
+
 def model_file(precision: str) -> str:
-    """fp32 -> model.onnx, fp16 -> model.fp16.onnx, int8 -> model.int8.onnx."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    """fp32 (and bf16) -> model.onnx, fp16 -> model.fp16.onnx, int8 -> model.int8.onnx."""
+    precision = file_precision(precision)
     return MODEL_FILE if precision == "fp32" else f"model.{precision}.onnx"
 
 

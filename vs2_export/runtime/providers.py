@@ -16,12 +16,16 @@ import onnxruntime as ort
 
 from . import contract
 from .onnx_wire import WireError, external_data_locations
+from .openvino_session import OpenVinoError, OpenVinoSession
 
 log = logging.getLogger(__name__)
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"],
              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 """--provider value -> ORT providers in priority order."""
+OPENVINO = "openvino"
+"""--provider value for OpenVINO's CPU plugin (openvino_session.py says why not ORT's EP)."""
+ALL_PROVIDERS = (*PROVIDERS, OPENVINO)
 OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -44,14 +48,17 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
                    threads: int | None = None, optimization: str = "all",
                    optimized_model: Path | None = None, profile_prefix: Path | None = None,
                    allow_cpu_fallback: bool = False) -> ort.InferenceSession:
-    """A graph file (or serialised bytes) -> an ORT session on `provider` ('cpu' or 'cuda').
+    """A graph file (or serialised bytes) -> a session on `provider` ('cpu', 'cuda' or
+    'openvino': then an OpenVinoSession with the same run() contract; files only).
 
-    precision: the variant the file holds (default: from its file name, contract.precision_of);
-    it picks the optimisation workaround below. threads: intra-op threads (None = ORT's choice,
-    one per physical core). optimized_model: also save ORT's optimised graph there.
+    precision: what to compute in (default: the variant its file name stands for,
+    contract.precision_of); it picks the optimisation workaround below, and for OpenVINO the
+    compute precision (bf16 runs model.onnx, contract.COMPUTE_PRECISIONS). threads: intra-op
+    threads (None = ORT's choice, one per physical core). optimized_model: also save ORT's
+    optimised graph there.
     """
-    if provider not in PROVIDERS:
-        raise ProviderError(f"provider: expected one of {sorted(PROVIDERS)}, got {provider!r}")
+    if provider not in ALL_PROVIDERS:
+        raise ProviderError(f"provider: expected one of {list(ALL_PROVIDERS)}, got {provider!r}")
     if optimization not in OPTIMIZATION:
         raise ValueError(f"optimization: expected one of {list(OPTIMIZATION)}, got {optimization!r}")
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
@@ -60,6 +67,11 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
     if isinstance(model, Path):
         _check_external_data(model)
         precision = precision or contract.precision_of(model)
+    if provider == OPENVINO:
+        return _openvino(model, precision or "fp32", threads)
+    if precision in contract.COMPUTE_PRECISIONS:
+        raise ProviderError(f"precision {precision}: ONNX Runtime on {provider} does not compute "
+                            f"in it; use provider {OPENVINO!r}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: providers are checked and reported here
     options.graph_optimization_level = OPTIMIZATION[_level_for(precision, provider, optimization)]
@@ -73,6 +85,18 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
     session = _load(model, options, PROVIDERS[provider])
     _check_provider(session, provider, allow_cpu_fallback)
     return session
+
+
+def _openvino(model: Path | bytes, precision: str, threads: int | None) -> OpenVinoSession:
+    if not isinstance(model, Path):
+        raise ProviderError("provider openvino: expected a model file, got serialised bytes")
+    try:
+        return OpenVinoSession(model, precision, threads)
+    except OpenVinoError as exc:
+        raise ProviderError(str(exc)) from None
+    except RuntimeError as exc:  # OpenVINO's read/compile errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{model}: expected an ONNX model OpenVINO can load, got: {first}") from None
 
 
 def _level_for(precision: str | None, provider: str, optimization: str) -> str:

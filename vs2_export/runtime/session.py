@@ -61,20 +61,22 @@ class Vs2Session:
 
     def __init__(self, model: str | Path, *, provider: str = "cpu", allow_cpu_fallback: bool = False,
                  threads: int | None = None, optimization: str = "all",
-                 optimized_model: str | Path | None = None) -> None:
+                 optimized_model: str | Path | None = None, precision: str | None = None) -> None:
         """model: a directory holding model.onnx, or a .onnx file. threads: intra-op (None = ORT's:
         one per physical core; on the 2-core bench machine 2 threads ran ViT-B-32 1.7-1.9x faster
         than 1, benchmarks/README.md). optimization: ORT graph level (providers.OPTIMIZATION).
         optimized_model: also write
         ORT's optimised graph there (hardware-specific at level 'all'); loading it with
         optimization='disable' skips the optimiser (ViT-B-32 start 0.24 s -> 0.19 s, measured).
+        provider: 'cpu', 'cuda' or 'openvino'. precision: what to compute in, default the file's;
+        'bf16' runs model.onnx on provider 'openvino' (contract.COMPUTE_PRECISIONS).
         Keep it in the export folder: a session reads class_embeddings.f32 and text.onnx from
         its model's folder."""
         self._path = _model_path(model)
         self._session = create_session(self._path, provider, threads=threads,
                                        optimization=optimization,
                                        optimized_model=optimized_model and Path(optimized_model),
-                                       allow_cpu_fallback=allow_cpu_fallback)
+                                       allow_cpu_fallback=allow_cpu_fallback, precision=precision)
         self._manifest = _read_manifest(self._session, self._path)
         _check_graph(self._session, self._manifest, self._path)
         self._output_names = [o.name for o in self._session.get_outputs()]

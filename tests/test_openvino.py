@@ -1,0 +1,70 @@
+"""provider='openvino' (runtime/openvino_session.py): the same run() contract as ONNX Runtime on
+the fake contract graph (test_runtime.py), overridable scalars included; bf16 as a compute
+precision of model.onnx, refused where the CPU cannot compute it; verify --provider openvino on
+the demo export. Skipped where the [openvino] extra is not installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_runtime import build_fake_model, expected_outputs, pixels, save_model
+
+from vs2_export.runtime import ProviderError, Vs2Session, contract
+from vs2_export.runtime.providers import create_session
+
+openvino_session = pytest.importorskip("vs2_export.runtime.openvino_session")
+pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+BF16 = "bf16" in openvino_session.cpu_precisions()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("fake-ov") / "m", build_fake_model())
+
+
+@pytest.fixture(scope="module")
+def session(model_dir):
+    return Vs2Session(model_dir, provider="openvino", threads=1)
+
+
+def test_openvino_runs_the_contract(session):
+    x = pixels()
+    out, want = session.run(x), expected_outputs(x)
+    assert session.providers == ["OpenVINO:CPU"] and session.manifest.precision == "fp32"
+    assert out["steered"].dtype == np.bool_ and out["latent_indices"].dtype == np.int64
+    for name in ("embedding", "base_embedding", "logits", "fvu", "latent_values"):
+        np.testing.assert_allclose(out[name], want[name], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(out["latent_indices"], want["latent_indices"])
+
+
+def test_openvino_overrides_like_ort(session):
+    """OpenVINO folds initializer-inputs into constants; the adapter lifts them back."""
+    x = pixels()
+    stronger = session.run(x, lambda_=5.0)
+    np.testing.assert_allclose(stronger["embedding"], expected_outputs(x, lam=5.0)["embedding"],
+                               atol=1e-4)
+    assert not session.run(x, tau=0.0)["steered"].any()
+    np.testing.assert_allclose(session.run(x)["embedding"], expected_outputs(x)["embedding"],
+                               atol=1e-4)  # nothing sticks
+
+
+def test_bf16_is_a_compute_precision_of_model_onnx(model_dir):
+    assert contract.model_file("bf16") == contract.MODEL_FILE
+    assert contract.precision_of(model_dir / contract.MODEL_FILE) == "fp32"
+    assert contract.file_precision("bf16") == "fp32" and "bf16" not in contract.PRECISIONS
+    with pytest.raises(ProviderError, match="openvino"):
+        create_session(model_dir / contract.MODEL_FILE, "cpu", precision="bf16")
+    if BF16:
+        out = Vs2Session(model_dir, provider="openvino", precision="bf16").run(pixels())
+        np.testing.assert_allclose(out["base_embedding"], expected_outputs(pixels())["base_embedding"],
+                                   atol=2e-2)
+    else:  # never an f32 run labelled bf16
+        with pytest.raises(ProviderError, match="bf16"):
+            Vs2Session(model_dir, provider="openvino", precision="bf16")
+
+
+def test_openvino_refuses_bytes_and_fp16(model_dir):
+    with pytest.raises(ProviderError, match="model file"):
+        create_session(build_fake_model().SerializeToString(), "openvino")
+    with pytest.raises(ProviderError, match="fp16"):
+        create_session(model_dir / contract.MODEL_FILE, "openvino", precision="fp16")
