@@ -4,17 +4,20 @@ It measures, it never asserts speed: timings here are only checked to be positiv
 import json
 import math
 
+import numpy as np
 import pytest
 from PIL import Image
 from pipeline import build_export
 
 from vs2_export.bench import bench
 from vs2_export.bench.baselines import vit_gflop
+from vs2_export.bench.report import BenchReport
+from vs2_export.bench.run import interleaved
 from vs2_export.config import BenchConfig, ExportConfig, ModelSpec
 from vs2_export.demo.data import generate_unlabeled
 from vs2_export.errors import Vs2Error
 from vs2_export.export import export
-from vs2_export.runtime import contract
+from vs2_export.runtime import contract, openvino_session
 
 DEMO = ModelSpec("vs2-demo")
 
@@ -30,34 +33,58 @@ def exported(tmp_path_factory):
     return out
 
 
-def test_bench_emits_wellformed_json_and_png(exported):
+def test_bench_emits_wellformed_json_and_png(exported, tmp_path):
     before = {p.name: p.read_bytes() for p in exported.iterdir() if p.is_file()}
+    out = tmp_path / "run" / "bench.json"
     report = bench(BenchConfig(exported, batches=(1, 2), runs=2, warmup=0, ablations=True,
-                               run=exported.parent))
-    on_disk = json.loads((exported.parent / "reports" / "variants.bench.json").read_text())
-    # bench leaves the export as it was (its graphs go to RUN/cache), but for its timings in
-    # the model card (card.py: card_records.json and MODEL_CARD.md are rewritten)
+                               report=out, run=exported.parent))
+    # bench leaves the export as it was (its graphs go to a scratch folder), but for its timings
+    # in the model card (card.py: card_records.json and MODEL_CARD.md are rewritten)
     after = {p.name: p.read_bytes() for p in exported.iterdir() if p.is_file()}
     assert set(after) == set(before) and all(contract.shipped(name) for name in after)
-    card_files = {contract.CARD_FILE, contract.CARD_RECORDS_FILE}
-    assert {n for n in after if after[n] != before[n]} == card_files
-    assert {"model.onnx", "model.int8.onnx", "manifest.json", "manifest.int8.json"} <= set(after)
-    assert "| fused fp32 | 1 |" in after[contract.CARD_FILE].decode()
-    assert on_disk["rows"][0]["name"] == report["rows"][0]["name"] == "pytorch eager + hook"
+    assert {n for n in after if after[n] != before[n]} == {contract.CARD_FILE,
+                                                          contract.CARD_RECORDS_FILE}
+    on_disk = json.loads(out.read_text())
+    assert on_disk == json.loads(report.to_json())
     names = [r["name"] for r in on_disk["rows"]]
-    assert {"onnx bare encoder", "fused fp32", "fused int8", "ablation: full last block"} <= set(names)
+    assert names[0] == "pytorch eager + hook"
+    assert {"onnxruntime bare encoder", "onnxruntime fp32", "onnxruntime int8",
+            "ablation: full last block"} <= set(names)
+    if openvino_session.available():
+        assert {"openvino fp32", "openvino int8"} <= set(names)
     for row in on_disk["rows"]:
-        assert row["session_start_s"] >= 0
-        assert set(row["batches"]) == {"1", "2"}
+        assert row["session_start_s"] >= 0 and set(row["batches"]) == {"1", "2"}
+        assert row["embedding_cosine_min"] > 0.9, row["name"]
         for stats in row["batches"].values():
             for key in ("median_ms", "p10_ms", "p90_ms", "ms_per_image", "images_per_s",
-                        "speedup_vs_pytorch", "cost_vs_encoder", "matmul_rate_share"):
+                        "speedup_vs_ort_fp32", "speedup_vs_pytorch"):
                 assert math.isfinite(stats[key]) and stats[key] > 0, (row["name"], key)
-    assert on_disk["matmul_2048_gflops"] > 0 and on_disk["threads"] >= 1
+            assert stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+    fp32 = next(r for r in on_disk["rows"] if r["name"] == "onnxruntime fp32")
+    assert fp32["batches"]["1"]["speedup_vs_ort_fp32"] == 1.0 and fp32["embedding_cosine_min"] > 0.9999
+    assert on_disk["matmul_2048_gflops"] > 0 and on_disk["threads"] >= 1 and on_disk["rounds"] == 2
     assert on_disk["ort_fusions"]["fp32"]["nodes"] > 0
-    assert all(isinstance(t["met"], bool) for t in on_disk["targets"])
-    with Image.open(exported.parent / "reports" / "variants.bench.png") as chart:
+    text = report.format()
+    assert "onnxruntime int8" in text and "MISS" not in text and "target" not in text
+    with Image.open(out.with_suffix(".png")) as chart:
         assert chart.format == "PNG" and chart.size[0] > 400
+
+
+def test_rows_are_timed_interleaved():
+    calls = []
+    runners = [lambda x, i=i: calls.append((i, len(x))) for i in range(3)]
+    times = interleaved(runners, np.zeros((4, 1)), (1, 4), runs=2, warmup=1)
+    assert times.shape == (3, 2, 2)
+    assert calls[:6] == [(0, 1), (0, 4), (1, 1), (1, 4), (2, 1), (2, 4)] == calls[6:12]
+
+
+def test_load_warning_only_on_a_busy_machine():
+    rows = ()
+    report = lambda start, end: BenchReport("m", "demo", 2, "cpu", "random", {}, 1, start, end, 2,
+                                            1.0, 1.0, 1.0, rows)
+    assert report((0.2, 0, 0), (2.3, 0, 0)).load_warning is None  # the bench's own 2 threads
+    assert "load average 3.00" in report((3.0, 0, 0), (2.0, 0, 0)).load_warning
+    assert "WARNING" in report((0.1, 0, 0), (4.0, 0, 0)).format()
 
 
 def test_flop_count_matches_the_issue():

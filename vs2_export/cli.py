@@ -408,31 +408,26 @@ def verify(exported: Path = typer.Argument(..., help="export folder, or one mode
 
 
 @cli_command()
-def bench(exported: Path = typer.Argument(..., help="export folder"),
+def bench(exported: Path = typer.Argument(..., help="export folder (read only)"),
           run_folder: Path | None = typer.Option(None, "--run", help=RUN_HELP),
           batch: list[int] = typer.Option(list(default(BenchConfig, "batches")),
                                           help="batch size (repeatable)"),
-          runs: int = typer.Option(default(BenchConfig, "runs"), help="timed runs per batch"),
-          warmup: int = typer.Option(default(BenchConfig, "warmup")),
-          threads: int | None = typer.Option(None, help="threads for torch and ORT; default all cores"),
-          provider: str = typer.Option(default(BenchConfig, "provider"), help="cpu or cuda"),
+          runs: int = typer.Option(default(BenchConfig, "runs"), help="timed rounds"),
+          warmup: int = typer.Option(default(BenchConfig, "warmup"), help="untimed rounds"),
+          threads: int | None = typer.Option(None, help="threads for every backend; default all cores"),
+          provider: str = typer.Option(default(BenchConfig, "provider"), help="cpu or cuda (ORT)"),
+          openvino: bool = typer.Option(default(BenchConfig, "openvino"),
+                                        help="OpenVINO rows too, when installed (cpu)"),
           ablations: bool = typer.Option(False, help="also time the graph-saving and tuning ablations"),
+          images: Path | None = typer.Option(None, help="pixels from these images, not random"),
           report: Path | None = typer.Option(None, help=REPORT_HELP + "; the chart goes beside it"),
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """Time PyTorch+hook, the bare ONNX encoder and every variant in one run; print ratios."""
+    """Every backend and precision plus the baselines, timed interleaved in one run."""
     from .bench import bench as run
-    result = run(BenchConfig(exported, tuple(batch), runs, warmup, threads, provider, ablations,
-                             report=report, run=run_folder))
-    lines = [f"{'row':<34} {'batch':>5} {'ms/img':>8} {'img/s':>7} {'vs torch':>8} {'vs enc':>7}"]
-    for row in result["rows"]:
-        for b, st in row["batches"].items():
-            lines.append(f"{row['name'][:34]:<34} {b:>5} {st['ms_per_image']:>8.2f} "
-                         f"{st['images_per_s']:>7.2f} {st['speedup_vs_pytorch']:>7.2f}x "
-                         f"{st['cost_vs_encoder']:>6.3f}")
-    lines.append(f"ORT MatMul 2048^3: {result['matmul_2048_gflops']:.1f} GFLOP/s")
-    lines += [f"target {'met ' if t['met'] else 'MISS'} {t['target']}: {t['value']:.3f} "
-              f"(limit {t['limit']})" for t in result["targets"]]
-    _emit(result, as_json, "\n".join(lines))
+    result = run(BenchConfig(exported=exported, batches=tuple(batch), runs=runs, warmup=warmup,
+                             threads=threads, provider=provider, openvino=openvino,
+                             ablations=ablations, report=report, run=run_folder, images=images))
+    typer.echo(result.to_json() if as_json else _printable(result.format()))
 
 
 @cli_command()

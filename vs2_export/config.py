@@ -438,16 +438,22 @@ class BenchConfig:
     """Intra-op threads for torch and ORT alike; None = every core (os.cpu_count())."""
     provider: str = "cpu"
     """ONNX Runtime provider: cpu or cuda (fp16 is timed only where it is meant to run fast)."""
+    openvino: bool = True
+    """With provider cpu, also time OpenVINO rows (fp32, int8, bf16 where the CPU has it) when
+    the openvino package is installed."""
     ablations: bool = False
     """Also time the fused fp32 graph: full last block, + BiasGelu fusion, ORT levels, 1 thread,
     started from the saved optimised file (what the graph and session defaults were chosen by)."""
     seed: int = 0
-    """Seed of the random pixels every variant sees."""
+    """Seed of the random pixels every variant sees (when images is None)."""
     report: Path | None = None
     """JSON report; None = RUN/reports/NAME.bench.json (the chart goes beside it as .png);
     the graphs bench derives are cached in RUN/cache/NAME/ (never in the export folder)."""
     run: Path | None = None
     """Run folder holding the export record: the PyTorch baseline is built from its sources."""
+    images: Path | None = None
+    """Take the pixels from these images (cycled to the largest batch) instead of random ones:
+    the embedding cosines between rows then mean something for int8."""
 
     def __post_init__(self) -> None:
         _paths(self)

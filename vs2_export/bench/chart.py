@@ -8,8 +8,8 @@ from PIL import Image, ImageDraw
 
 from ..artifacts import atomic_path
 
-_COLOURS = {"pytorch": (200, 80, 60), "onnx": (120, 120, 120), "fused": (40, 110, 200),
-            "ablation": (160, 160, 200)}
+_COLOURS = {"pytorch": (200, 80, 60), "onnxruntime bare": (120, 120, 120),
+            "onnxruntime": (40, 110, 200), "openvino": (60, 160, 90), "ablation": (160, 160, 200)}
 _ROW_H, _LABEL_W, _BAR_W, _PAD = 22, 230, 420, 12
 
 
@@ -19,7 +19,7 @@ def _colour(name: str) -> tuple[int, int, int]:
 
 def draw_chart(report: dict, path: Path) -> Path:
     """One panel per batch size: a horizontal bar of images/s per row, labelled with the value
-    and the speed-up over PyTorch. Written atomically."""
+    and the speed-up over ONNX Runtime fp32 (the fused graph). Written atomically."""
     rows = report["rows"]
     batches = list(rows[0]["batches"])
     panel_h = _PAD * 3 + _ROW_H * (len(rows) + 1)
@@ -31,7 +31,7 @@ def draw_chart(report: dict, path: Path) -> Path:
               f"MatMul 2048^3: {report['matmul_2048_gflops']:.0f} GFLOP/s", fill="black")
     for p, b in enumerate(batches):
         top = 40 + p * panel_h
-        draw.text((_PAD, top), f"batch {b}: images/s (x = speed-up vs PyTorch eager)", fill="black")
+        draw.text((_PAD, top), f"batch {b}: images/s (x = speed-up vs ONNX Runtime fp32)", fill="black")
         best = max(r["batches"][b]["images_per_s"] for r in rows)
         for i, row in enumerate(rows):
             stats = row["batches"][b]
@@ -41,7 +41,7 @@ def draw_chart(report: dict, path: Path) -> Path:
             draw.rectangle((_LABEL_W, y + 2, _LABEL_W + max(length, 1), y + _ROW_H - 4),
                            fill=_colour(row["name"]))
             draw.text((_LABEL_W + length + 6, y + 4),
-                      f"{stats['images_per_s']:.1f}/s  x{stats['speedup_vs_pytorch']:.2f}",
+                      f"{stats['images_per_s']:.1f}/s  x{stats['speedup_vs_ort_fp32'] or 0:.2f}",
                       fill="black")
     with atomic_path(Path(path)) as tmp:
         image.save(tmp, format="PNG")

@@ -1,19 +1,28 @@
-"""exported/NAME -> bench.json + bench.png: latency and throughput of every way to run VS2, in ONE
-run with the same threads and the same random pixels (issue 4). Reports ratios; never asserts.
+"""exported/NAME -> BenchReport (bench/report.py): latency and throughput of every way to run VS2,
+in ONE process with the same threads and the same pixels. Reports measurements and ratios; never
+asserts, and no targets (they live in benchmarks/README.md).
 
-Rows: PyTorch eager with a steering hook, the bare ONNX encoder, the fused graph in each precision
-present (fp16 only where it runs: CUDA), and with `ablations` the fused graph without the CLS-only
-last block and at lower ORT optimisation levels. Plus ORT's FLOP rate on one 2048^3 MatMul.
+Rows: PyTorch eager with a steering hook, the bare ONNX encoder, the fused graph in every
+precision on every backend that runs it here (ONNX Runtime: fp32, int8, fp16 on CUDA only;
+OpenVINO when installed: fp32, int8, and bf16 where the CPU computes it), and with `ablations` the
+fused fp32 graph without the CLS-only last block, with BiasGelu fusion, at lower ORT levels, etc.
+
+Honest timing: every session is started first, then the rows are timed round by round (each
+round times every row once per batch size), so load from other processes hits every row alike;
+medians and p10-p90 over the rounds; the load average is recorded at both ends and a busy machine
+is flagged. Nothing is written into the export folder: the report goes to --out (default
+runs/bench-NAME/bench.json, chart beside it) and every graph the bench builds (the bare encoder,
+ablations) goes to a temporary folder.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,30 +33,29 @@ from ..artifacts import atomic_path, write_json
 from ..config import BenchConfig, to_jsonable
 from ..errors import Vs2Error
 from ..precision import default_feeds, to_int8
-from ..runtime import contract
-from ..runtime.providers import create_session
+from ..runtime import contract, openvino_session
+from ..runtime.preprocess import list_images, preprocess_paths
+from ..runtime.providers import OPENVINO, create_session
 from ..runtime.session import Vs2Session
 from .baselines import HookedClip, export_encoder, matmul_model, vit_gflop
 from .chart import draw_chart
+from .report import BatchStats, BenchReport, Row
 
 log = logging.getLogger(__name__)
+ORT_FP32 = "onnxruntime fp32"
+PYTORCH = "pytorch eager + hook"
 
 
-def _rss_mb(field: str) -> float | None:
-    """VmRSS / VmHWM of this process in MB (Linux); None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+@dataclass
+class Spec:
+    """A row before timing: start() builds the runner; the runner maps pixels [B, 3, S, S] to
+    (embedding [B, E], the ORT fp32 output it is compared with)."""
 
-
-def _reset_peak() -> None:
-    """Writing 5 to clear_refs resets VmHWM (Linux): each row gets its own peak."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
+    name: str
+    backend: str
+    precision: str
+    start: Callable[[], Callable[[np.ndarray], tuple[np.ndarray, str]]]
+    path: Path | None = None
 
 
 def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
@@ -62,53 +70,87 @@ def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
     return np.array(times)
 
 
-def measure(name: str, start: Callable[[], Callable[[np.ndarray], object]], pixels: np.ndarray,
-            cfg: BenchConfig, size_mb: float | None) -> dict:
-    """One row: start() builds the runner (timed as session start), then every batch size."""
-    _reset_peak()
-    rss_before = _rss_mb("VmRSS")
-    t0 = time.perf_counter()
-    runner = start()
-    row = {"name": name, "session_start_s": time.perf_counter() - t0, "file_mb": size_mb,
-           "batches": {}}
-    for b in cfg.batches:
-        times = time_runs(lambda b=b: runner(pixels[:b]), cfg.runs, cfg.warmup)
-        median = float(np.median(times))
-        row["batches"][str(b)] = {
-            "median_ms": 1e3 * median, "p10_ms": 1e3 * float(np.percentile(times, 10)),
-            "p90_ms": 1e3 * float(np.percentile(times, 90)), "ms_per_image": 1e3 * median / b,
-            "images_per_s": b / median}
-    peak = _rss_mb("VmHWM")
-    row["peak_rss_mb"] = peak
-    row["peak_over_start_mb"] = None if peak is None or rss_before is None else peak - rss_before
-    log.info("bench %s: %s", name, {b: round(v["ms_per_image"], 2) for b, v in row["batches"].items()})
-    return row
+def interleaved(runners: list[Callable[[np.ndarray], object]], pixels: np.ndarray,
+                batches: tuple[int, ...], runs: int, warmup: int) -> np.ndarray:
+    """Seconds [rows, batches, runs]: `warmup` untimed rounds, then `runs` timed ones; each round
+    calls every runner once per batch size, so drift in the machine's load hits all rows alike."""
+    times = np.zeros((len(runners), len(batches), runs))
+    for r in range(warmup + runs):
+        for i, runner in enumerate(runners):
+            for j, b in enumerate(batches):
+                start = time.perf_counter()
+                runner(pixels[:b])
+                if r >= warmup:
+                    times[i, j, r - warmup] = time.perf_counter() - start
+    return times
 
 
-def _ort_runner(path: Path, cfg: BenchConfig, threads: int, level: str = "all"):
+def _vs2(path: Path, provider: str, threads: int, precision: str | None = None,
+         level: str = "all"):
     def start():
-        session = create_session(path, cfg.provider, threads=threads, optimization=level)
-        extra = default_inputs(session, Path(cfg.exported))
-        return lambda x: session.run(None, {contract.PIXEL_VALUES: x, **extra})
+        session = Vs2Session(path, provider=provider, threads=threads, optimization=level,
+                             precision=precision)
+        return lambda x: (session.run(x)[contract.EMBEDDING], contract.EMBEDDING)
     return start
 
 
-def default_inputs(session, folder: Path) -> dict[str, np.ndarray]:
+def _ort(path: Path, provider: str, threads: int, level: str = "all",
+         extra: dict[str, np.ndarray] | None = None):
+    """A plain ORT session on a graph whose first output is an embedding (the bare encoder,
+    compared with base_embedding; or an ablation graph of the fused contract, fed `extra`: its
+    steering scalars and class_embeddings at the export's defaults)."""
+    def start():
+        session = create_session(path, provider, threads=threads, optimization=level)
+        first = session.get_outputs()[0].name
+        key = contract.BASE_EMBEDDING if first != contract.EMBEDDING else contract.EMBEDDING
+        feeds = _graph_extra(session, extra)
+        return lambda x: (session.run([first], {contract.PIXEL_VALUES: x, **feeds})[0], key)
+    return start
+
+
+def _graph_extra(session, extra: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The inputs of `extra` that this graph takes (none for the bare encoder)."""
+    names = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in (extra or {}).items() if k in names}
+
+
+def default_inputs(folder: Path) -> dict[str, np.ndarray]:
     """A fused graph's inputs besides the pixels (steering scalars, class_embeddings) at the
-    export's defaults; none for the bare encoder."""
-    names = {i.name for i in session.get_inputs()} - {contract.PIXEL_VALUES}
-    if not names:
-        return {}
-    manifest = Vs2Session(folder / contract.MODEL_FILE).manifest
-    return {k: v for k, v in default_feeds(folder, manifest).items() if k in names}
+    export's defaults (every wrapper feeds them: they are real graph inputs)."""
+    manifest = Vs2Session(contract.model_path(folder, "fp32")).manifest
+    return default_feeds(Path(folder), manifest)
 
 
-def _vs2_runner(path: Path, cfg: BenchConfig, threads: int, level: str = "all"):
-    def start():
-        session = Vs2Session(path, provider=cfg.provider, threads=threads, optimization=level)
-        return session.run
-    return start
+def variant_specs(cfg: BenchConfig, threads: int) -> list[Spec]:
+    """The fused graph in each precision on each backend that runs it on this machine."""
+    folder, specs = Path(cfg.exported), []
+    for precision in contract.PRECISIONS:
+        path = contract.model_path(folder, precision)
+        if path.is_file() and (precision != "fp16" or cfg.provider == "cuda"):
+            specs.append(Spec(f"onnxruntime {precision}", "onnxruntime", precision,
+                              _vs2(path, cfg.provider, threads), path))
+    if cfg.provider == "cpu" and cfg.openvino and openvino_session.available():
+        for precision in openvino_session.cpu_precisions():
+            path = contract.model_path(folder, precision)
+            if path.is_file():
+                specs.append(Spec(f"openvino {precision}", OPENVINO, precision,
+                                  _vs2(path, OPENVINO, threads, precision), path))
+    elif cfg.openvino and cfg.provider == "cpu":
+        log.info("bench: openvino rows skipped (pip install 'vs2-export[openvino]')")
+    return specs
 
+
+def _all_specs(cfg: BenchConfig, parts, threads: int, scratch: Path, opset: int) -> list[Spec]:
+    hooked = HookedClip(parts)
+    pytorch = Spec(PYTORCH, "pytorch", "fp32", lambda: lambda x: (
+        hooked(torch.from_numpy(x))[0].numpy(), contract.EMBEDDING))
+    encoder = export_encoder(parts, scratch / "encoder.onnx")
+    specs = [pytorch, Spec("onnxruntime bare encoder", "onnxruntime", "fp32",
+                           _ort(encoder, cfg.provider, threads), encoder)]
+    specs += variant_specs(cfg, threads)
+    if cfg.ablations:
+        specs += _ablation_specs(cfg, parts, threads, scratch, opset)
+    return specs
 
 def matmul_gflops(threads: int, runs: int = 5, n: int = 2048) -> float:
     """ORT's fp32 GFLOP/s on one n^3 MatMul with `threads` intra-op threads (median of runs)."""
@@ -138,7 +180,7 @@ def op_time_shares(path: Path, pixels: np.ndarray, threads: int, scratch: Path) 
     largest first. Says where a graph's time goes (what limits it), measured."""
     import json
     session = create_session(path, threads=threads, profile_prefix=scratch / "profile")
-    feeds = {contract.PIXEL_VALUES: pixels, **default_inputs(session, path.parent)}
+    feeds = {contract.PIXEL_VALUES: pixels, **_graph_extra(session, default_inputs(path.parent))}
     session.run(None, feeds)
     session.run(None, feeds)
     events = json.loads(Path(session.end_profiling()).read_text())
@@ -151,48 +193,22 @@ def op_time_shares(path: Path, pixels: np.ndarray, threads: int, scratch: Path) 
     return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def _file_mb(path: Path) -> float:
-    return path.stat().st_size / 1e6
-
-
-def _rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, scratch: Path,
-          opset: int) -> list[dict]:
-    """Every timed row, in chart order. scratch: a temporary folder holding ORT's optimised
-    fp32 graph (from fusion_counts)."""
-    folder = Path(cfg.exported)
-    hooked = HookedClip(parts)
-    rows = [measure("pytorch eager + hook", lambda: lambda x: hooked(torch.from_numpy(x)),
-                    pixels, cfg, None)]
-    hooked.close()
-    cache = contract.cache_path(_run(cfg), folder.name)  # derived graphs never go in the export
-    encoder = export_encoder(parts, cache / "encoder.onnx")
-    rows.append(measure("onnx bare encoder", _ort_runner(encoder, cfg, threads), pixels, cfg,
-                        _file_mb(encoder)))
-    for precision in contract.PRECISIONS:
-        path = contract.model_path(folder, precision)
-        if not path.is_file():
-            continue
-        if precision == "fp16" and cfg.provider == "cpu":
-            log.info("bench: fp16 skipped on the CPU (a CUDA variant; ORT's CPU has no fast fp16)")
-            continue
-        rows.append(measure(f"fused {precision}", _vs2_runner(path, cfg, threads), pixels, cfg,
-                            _file_mb(path)))
-    if cfg.ablations:
-        rows.extend(_ablation_rows(cfg, parts, pixels, threads, scratch, opset))
-    return rows
+def _file_mb(path: Path | None) -> float | None:
+    return None if path is None or not path.is_file() else path.stat().st_size / 1e6
 
 
 def _full_block_graph(parts, path: Path, opset: int) -> Path:
     """The fused graph as it would be without the CLS-only last block (cached beside encoder.onnx)."""
     import onnx
 
-    from ..export import trace_to_onnx
+    from ..export import make_overridable, trace_to_onnx
     if not path.is_file():
         parts.module.trunk.cls_only = False
         try:
             model = trace_to_onnx(parts, opset)
         finally:
             parts.module.trunk.cls_only = True
+        make_overridable(model, parts.scalars())
         with atomic_path(path) as tmp:
             onnx.save_model(model, str(tmp))
     return path
@@ -212,43 +228,119 @@ def _transformer_fused(fp32: Path, path: Path, width: int, heads: int) -> Path:
     return path
 
 
-def _ablation_rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, scratch: Path,
-                   opset: int) -> list[dict]:
-    """The fused fp32 graph without the CLS-only last block, at lower ORT levels, with fewer
-    threads, and started from ORT's saved optimised file: what the defaults were chosen by."""
-    folder = Path(cfg.exported)
-    cache = contract.cache_path(_run(cfg), folder.name)
-    full = _full_block_graph(parts, cache / "fused_full_last_block.onnx", opset)
-    fp32 = folder / contract.MODEL_FILE
-    rows = [measure("ablation: full last block", _ort_runner(full, cfg, threads), pixels, cfg,
-                    _file_mb(full))]
+def _ablation_specs(cfg: BenchConfig, parts, threads: int, scratch: Path,
+                    opset: int) -> list[Spec]:
+    """The fused fp32 graph without the CLS-only last block, with BiasGelu fusion, dynamic int8,
+    at lower ORT levels, with 1 thread, and started from ORT's saved optimised file: what the
+    defaults were chosen by. Every graph is built in `scratch`."""
+    fp32 = contract.model_path(cfg.exported, "fp32")
+    extra = default_inputs(Path(cfg.exported))
+    full = _full_block_graph(parts, scratch / "fused_full_last_block.onnx", opset)
     block = parts.clip.model.visual.transformer.resblocks[0].attn
-    biasgelu = _transformer_fused(fp32, cache / "fused_biasgelu.onnx",
-                                  block.embed_dim, block.num_heads)
-    rows.append(measure("ablation: + BiasGelu fusion", _ort_runner(biasgelu, cfg, threads),
-                        pixels, cfg, _file_mb(biasgelu)))
-    if contract.model_path(folder, "int8").is_file():
-        dynamic = cache / "int8_dynamic.onnx"
-        if not dynamic.is_file():
-            with atomic_path(dynamic) as tmp:
-                to_int8(fp32, tmp, None, "dynamic")
-        rows.append(measure("ablation: int8 dynamic", _ort_runner(dynamic, cfg, threads), pixels,
-                            cfg, _file_mb(dynamic)))
+    biasgelu = _transformer_fused(fp32, scratch / "fused_biasgelu.onnx", block.embed_dim,
+                                  block.num_heads)
+    spec = lambda name, start, path: Spec(f"ablation: {name}", "onnxruntime", "fp32", start, path)
+    specs = [spec("full last block", _ort(full, cfg.provider, threads, extra=extra), full),
+             spec("+ BiasGelu fusion", _ort(biasgelu, cfg.provider, threads, extra=extra), biasgelu)]
+    if contract.model_path(cfg.exported, "int8").is_file():
+        dynamic = scratch / "int8_dynamic.onnx"
+        with atomic_path(dynamic) as tmp:
+            to_int8(fp32, tmp, None, "dynamic")
+        specs.append(Spec("ablation: int8 dynamic", "onnxruntime", "int8",
+                          _ort(dynamic, cfg.provider, threads, extra=extra), dynamic))
     for level in ("basic", "extended"):
-        rows.append(measure(f"ablation: ORT level {level}", _ort_runner(fp32, cfg, threads, level),
-                            pixels, cfg, _file_mb(fp32)))
+        specs.append(spec(f"ORT level {level}", _ort(fp32, cfg.provider, threads, level, extra), fp32))
     if threads > 1:
-        rows.append(measure("ablation: 1 thread", _ort_runner(fp32, cfg, 1), pixels, cfg,
-                            _file_mb(fp32)))
+        specs.append(spec("1 thread", _ort(fp32, cfg.provider, 1, extra=extra), fp32))
     saved = scratch / "optimized.fp32.onnx"  # written by fusion_counts at level 'all'
-    # _ort_runner: the saved file sits in scratch, away from the export's class_embeddings.f32.
-    rows.append(measure("ablation: saved optimised file", _ort_runner(saved, cfg, threads, "disable"),
-                        pixels, cfg, _file_mb(saved)))
+    # A plain session: the saved file sits in scratch, away from the export's class files.
+    specs.append(spec("saved optimised file", _ort(saved, cfg.provider, threads, "disable", extra),
+                      saved))
+    return specs
+
+
+def bench_pixels(cfg: BenchConfig, manifest) -> tuple[np.ndarray, str]:
+    """float32 [max batch, 3, S, S]: cfg.images' images (cycled to fill the largest batch) or
+    random normal pixels; and a description for the report."""
+    n, size = max(cfg.batches), manifest.image_size
+    if cfg.images is None:
+        rng = np.random.default_rng(cfg.seed)
+        return rng.standard_normal((n, 3, size, size)).astype(np.float32), \
+            f"random normal (seed {cfg.seed})"
+    batch = preprocess_paths(list_images(cfg.images)[:n], manifest.preprocess)
+    if not len(batch.paths):
+        raise Vs2Error(f"bench: expected images under {cfg.images}, found none")
+    return np.resize(batch.pixels, (n, 3, size, size)), f"{len(batch.paths)} images of {cfg.images}"
+
+
+def _start(specs: list[Spec]) -> tuple[list, list[float]]:
+    runners, seconds = [], []
+    for spec in specs:
+        t0 = time.perf_counter()
+        runners.append(spec.start())
+        seconds.append(time.perf_counter() - t0)
+        log.info("bench: started %s in %.2f s", spec.name, seconds[-1])
+    return runners, seconds
+
+
+def _cosines(runners: list, pixels: np.ndarray, reference: dict[str, np.ndarray]) -> list[float]:
+    """Min per-image cosine of each row's embedding with the ORT fp32 fused graph's outputs."""
+    result = []
+    for runner in runners:
+        emb, key = runner(pixels)
+        ref = reference[key]
+        cos = (emb * ref).sum(-1) / np.maximum(
+            np.linalg.norm(emb, axis=-1) * np.linalg.norm(ref, axis=-1), 1e-12)
+        result.append(float(cos.min()))
+    return result
+
+
+def _stats(times: np.ndarray, batches: tuple[int, ...]) -> list[dict[str, BatchStats]]:
+    """[rows, batches, runs] seconds -> per row {batch: BatchStats} (ratios filled in later)."""
+    rows = []
+    for row in times:
+        stats = {}
+        for b, t in zip(batches, row, strict=True):
+            median = float(np.median(t))
+            stats[str(b)] = BatchStats(1e3 * median, 1e3 * float(np.percentile(t, 10)),
+                                       1e3 * float(np.percentile(t, 90)), 1e3 * median / b,
+                                       b / median, None, None, None)
+        rows.append(stats)
     return rows
 
 
-def bench(cfg: BenchConfig) -> dict:
-    """Time every row, compute ratios and the issue's targets; write JSON and PNG; return the report."""
+FULL_GRAPH_ROWS = (PYTORCH, "onnxruntime bare encoder", "ablation: full last block")
+"""Rows that compute every token in the last block (the others: the CLS query only)."""
+
+
+def _with_ratios(rows: list[Row], visual, gflops: float) -> tuple[Row, ...]:
+    """Speed-ups over the ORT fp32 fused graph and PyTorch; fp32 rows' share of ORT's MatMul
+    rate, counting the FLOPs each row executes (vit_gflop, CLS-only or not)."""
+    by_name = {r.name: r for r in rows}
+    out = []
+    for row in rows:
+        batches, gflop = {}, vit_gflop(visual, cls_only=row.name not in FULL_GRAPH_ROWS)
+        for b, st in row.batches.items():
+            over = {k: by_name[n].batches[b].ms_per_image / st.ms_per_image if n in by_name else None
+                    for k, n in (("speedup_vs_ort_fp32", ORT_FP32), ("speedup_vs_pytorch", PYTORCH))}
+            share = gflop * st.images_per_s / gflops if row.precision == "fp32" else None
+            batches[b] = BatchStats(**{**st.__dict__, **over, "matmul_rate_share": share})
+        out.append(Row(**{**row.__dict__, "batches": batches}))
+    return tuple(out)
+
+
+def _run(cfg: BenchConfig) -> Path:
+    """The run folder (the record's, when --run names a record file)."""
+    if cfg.run is None:
+        raise Vs2Error("bench: expected --run RUN: the run folder holding the export record "
+                       "(the PyTorch baseline is built from the sources it names)")
+    run = Path(cfg.run)
+    return run.resolve().parent.parent if run.is_file() else run
+
+
+def bench(cfg: BenchConfig) -> BenchReport:
+    """Start every row, time them interleaved, compare embeddings; write JSON and PNG to
+    cfg.report (default RUN/reports/NAME.bench.json, never the export folder); return it."""
     from ..verify import reference_for
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -258,73 +350,32 @@ def bench(cfg: BenchConfig) -> dict:
         raise Vs2Error(f"bench: expected a float-input export, {cfg.exported} takes "
                        f"{manifest.pixel_input}; bench an export with --pixel-input pixel_values")
     parts = reference_for(Path(cfg.exported), cfg.run)  # the user's sources (record.py)
-    size = manifest.image_size
-    pixels = np.random.default_rng(cfg.seed).standard_normal(
-        (max(cfg.batches), 3, size, size)).astype(np.float32)
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="vs2-bench-") as scratch:
+    pixels, described = bench_pixels(cfg, manifest)
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="vs2-bench-") as tmp:
+        scratch = Path(tmp)
         fusions = {p: fusion_counts(contract.model_path(cfg.exported, p),
-                                    Path(scratch) / f"optimized.{p}.onnx", threads)
+                                    scratch / f"optimized.{p}.onnx", threads)
                    for p in ("fp32", "int8") if contract.model_path(cfg.exported, p).is_file()}
-        rows = _rows(cfg, parts, pixels, threads, Path(scratch), manifest.opset)
-        shares = {p: op_time_shares(contract.model_path(cfg.exported, p), pixels, threads, Path(scratch))
+        specs = _all_specs(cfg, parts, threads, scratch, manifest.opset)
+        runners, started = _start(specs)
+        reference = Vs2Session(fp32, provider=cfg.provider, threads=threads).run(pixels)
+        cosines = _cosines(runners, pixels, reference)
+        times = interleaved(runners, pixels, cfg.batches, cfg.runs, cfg.warmup)
+        del runners
+        shares = {p: op_time_shares(contract.model_path(cfg.exported, p), pixels, threads, scratch)
                   for p in ("fp32", "int8") if contract.model_path(cfg.exported, p).is_file()}
     gflops = matmul_gflops(threads)
     visual = parts.clip.model.visual
-    report = {"model": manifest.model.id, "source": manifest.model.source, "threads": threads,
-              "provider": cfg.provider, "config": to_jsonable(cfg),
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "matmul_2048_gflops": gflops, "gflop_per_image": vit_gflop(visual),
-              "gflop_per_image_cls_only": vit_gflop(visual, cls_only=True),
-              "ort_fusions": fusions, "op_time_share_largest_batch": shares, "rows": rows}
-    add_ratios(report)
+    rows = [Row(s.name, s.backend, s.precision, t, _file_mb(s.path), c, st) for s, t, c, st
+            in zip(specs, started, cosines, _stats(times, cfg.batches), strict=True)]
+    report = BenchReport(
+        manifest.model.id, manifest.model.source, threads, cfg.provider, described,
+        to_jsonable(cfg), cfg.runs, load_start, os.getloadavg(), os.cpu_count() or 1, gflops,
+        vit_gflop(visual), vit_gflop(visual, cls_only=True),
+        _with_ratios(rows, visual, gflops), fusions, shares)
     out = cfg.report or contract.report_path(_run(cfg), Path(cfg.exported).name, "bench")
-    write_json(out, report)
-    draw_chart(report, out.with_suffix(".png"))
-    card.record_bench(Path(cfg.exported), report)
+    write_json(out, report.to_dict())
+    draw_chart(report.to_dict(), out.with_suffix(".png"))
+    card.record_bench(Path(cfg.exported), report.to_dict())
     return report
-
-
-def _run(cfg: BenchConfig) -> Path:
-    """The run folder (the record's, when --run names a record file)."""
-    run = Path(cfg.run)
-    return run.resolve().parent.parent if run.is_file() else run
-
-
-def add_ratios(report: dict) -> None:
-    """Per row and batch: speed-up over PyTorch, cost over the bare encoder, share of the MatMul
-    FLOP rate; then the issue-4 targets (reported, never asserted)."""
-    rows = {r["name"]: r for r in report["rows"]}
-    for row in report["rows"]:
-        for b, stats in row["batches"].items():
-            ms = stats["ms_per_image"]
-            stats["speedup_vs_pytorch"] = rows["pytorch eager + hook"]["batches"][b]["ms_per_image"] / ms
-            stats["cost_vs_encoder"] = ms / rows["onnx bare encoder"]["batches"][b]["ms_per_image"]
-            stats["matmul_rate_share"] = (report["gflop_per_image"] * stats["images_per_s"]
-                                          / report["matmul_2048_gflops"])
-    report["targets"] = targets(rows)
-
-
-def targets(rows: dict) -> list[dict]:
-    """Issue 4's targets against the measured rows (fp32 fused vs encoder / PyTorch / MatMul rate;
-    int8 vs fp32)."""
-    out = []
-
-    def add(what: str, value: float, limit: float, higher_is_better: bool = True) -> None:
-        met = value >= limit if higher_is_better else value <= limit
-        out.append({"target": what, "value": value, "limit": limit, "met": bool(met)})
-
-    fused = rows["fused fp32"]["batches"]
-    for b in fused:
-        add(f"fused fp32 cost vs bare encoder, batch {b}", fused[b]["cost_vs_encoder"], 1.02, False)
-        add(f"fused fp32 speed-up vs PyTorch, batch {b}", fused[b]["speedup_vs_pytorch"],
-            2.0 if b == "1" else 1.2)
-        if "fused int8" in rows:
-            int8 = rows["fused int8"]["batches"][b]
-            add(f"int8 speed-up vs fp32, batch {b}", fused[b]["ms_per_image"] / int8["ms_per_image"],
-                1.5)
-    largest = max(fused, key=int)
-    add(f"fused fp32 share of the MatMul FLOP rate, batch {largest}",
-        fused[largest]["matmul_rate_share"], 0.85)
-    return out
-
