@@ -201,14 +201,13 @@ def _full_block_graph(parts, path: Path, opset: int) -> Path:
     """The fused graph as it would be without the CLS-only last block (cached beside encoder.onnx)."""
     import onnx
 
-    from ..export import make_overridable, trace_to_onnx
+    from ..export import trace_to_onnx
     if not path.is_file():
         parts.module.trunk.cls_only = False
         try:
             model = trace_to_onnx(parts, opset)
         finally:
             parts.module.trunk.cls_only = True
-        make_overridable(model, parts.scalars())
         with atomic_path(path) as tmp:
             onnx.save_model(model, str(tmp))
     return path
