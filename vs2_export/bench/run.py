@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from .. import card
-from ..artifacts import atomic_path, write_json
+from ..artifacts import write_json
 from ..config import BenchConfig, to_jsonable
 from ..errors import Vs2Error
-from ..precision import default_feeds, to_int8
+from ..onnx_files import onnx_mb, write_onnx
+from ..precision import default_feeds, int8_model
 from ..runtime import contract
 from ..runtime.providers import create_session
 from ..runtime.session import Vs2Session
@@ -152,7 +153,7 @@ def op_time_shares(path: Path, pixels: np.ndarray, threads: int, scratch: Path) 
 
 
 def _file_mb(path: Path) -> float:
-    return path.stat().st_size / 1e6
+    return onnx_mb(path)  # with its sidecar, if it has one
 
 
 def _rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, scratch: Path,
@@ -184,8 +185,6 @@ def _rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, scratch: Pa
 
 def _full_block_graph(parts, path: Path, opset: int) -> Path:
     """The fused graph as it would be without the CLS-only last block (cached beside encoder.onnx)."""
-    import onnx
-
     from ..export import trace_to_onnx
     if not path.is_file():
         parts.module.trunk.cls_only = False
@@ -193,8 +192,7 @@ def _full_block_graph(parts, path: Path, opset: int) -> Path:
             model = trace_to_onnx(parts, opset)
         finally:
             parts.module.trunk.cls_only = True
-        with atomic_path(path) as tmp:
-            onnx.save_model(model, str(tmp))
+        write_onnx(model, path)
     return path
 
 
@@ -207,8 +205,7 @@ def _transformer_fused(fp32: Path, path: Path, width: int, heads: int) -> Path:
         fused = optimizer.optimize_model(str(fp32), model_type="vit", num_heads=heads,
                                          hidden_size=width, opt_level=0)
         log.info("bench: transformer fusions %s", fused.get_fused_operator_statistics())
-        with atomic_path(path) as tmp:
-            fused.save_model_to_file(str(tmp))
+        write_onnx(fused.model, path)
     return path
 
 
@@ -230,8 +227,7 @@ def _ablation_rows(cfg: BenchConfig, parts, pixels: np.ndarray, threads: int, sc
     if contract.model_path(folder, "int8").is_file():
         dynamic = cache / "int8_dynamic.onnx"
         if not dynamic.is_file():
-            with atomic_path(dynamic) as tmp:
-                to_int8(fp32, tmp, None, "dynamic")
+            write_onnx(int8_model(fp32, None, "dynamic"), dynamic)
         rows.append(measure("ablation: int8 dynamic", _ort_runner(dynamic, cfg, threads), pixels,
                             cfg, _file_mb(dynamic)))
     for level in ("basic", "extended"):
