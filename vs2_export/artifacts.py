@@ -40,6 +40,52 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_pair(final: Path, sidecar: str) -> Iterator[Path]:
+    """A file that may come with a sidecar it references by the relative name `sidecar` (an ONNX
+    model over 2 GB and its external data): yield final's path inside a temporary folder beside
+    `final`; the writer puts the file there and, if it needs one, the sidecar next to it. On
+    success both move into place, so that no model under its final name ever meets a sidecar
+    from another write; on any failure nothing of this write is left.
+
+    Order: the new sidecar first, then the model. An old model that may reference the old
+    sidecar (the sidecar exists) is removed before the sidecar is replaced, so a kill between
+    the two renames leaves no model rather than an old model reading new weights. A new file
+    without a sidecar replaces the old one first, then the old sidecar (now unreferenced) goes.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(final)
+    folder = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    try:
+        yield folder / final.name
+        _commit_pair(folder / final.name, folder / sidecar, final, final.with_name(sidecar))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _commit_pair(tmp: Path, tmp_sidecar: Path, final: Path, sidecar: Path) -> None:
+    for path in (tmp, tmp_sidecar):
+        if path.is_file():
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(path, 0o666 & ~_umask())  # as atomic_path: what open() gives
+    if not tmp_sidecar.is_file():
+        os.replace(tmp, final)
+        sidecar.unlink(missing_ok=True)  # belonged to the model just replaced
+        return
+    if sidecar.exists():
+        final.unlink(missing_ok=True)
+    try:
+        os.replace(tmp_sidecar, sidecar)
+        os.replace(tmp, final)
+    except BaseException:
+        sidecar.unlink(missing_ok=True)  # whatever model is left there does not reference it
+        raise
+
+
 def _umask() -> int:
     """The process umask (read by setting it, then restoring it at once)."""
     mask = os.umask(0o022)

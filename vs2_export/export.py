@@ -3,6 +3,9 @@
     exported/NAME/model.onnx        pixels, steer_gamma, steer_lambda, gate_tau [, class_embeddings]
                                     -> embedding, base_embedding, [logits], fvu, steered,
                                     latent_indices, latent_values; metadata under contract.METADATA_KEY
+    exported/NAME/model.onnx.data   its weights, only for graphs over 2 GB (ViT-H-14 and up):
+                                    ONE sidecar that model.onnx names by this relative path
+                                    (contract.sidecar_name; variants get their own if needed)
     exported/NAME/manifest.json     the same metadata, for people
     exported/NAME/class_embeddings.f32, text.onnx, tokenizer/   with classes: the default class
                                     matrix, and what names new classes at run time (text_tower.py)
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -27,16 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
 from tqdm import tqdm
 
 from . import __version__, card
-from .artifacts import atomic_path, claim_output, write_json
-from .clip import describe, no_mha_fastpath
+from .artifacts import atomic_pair, atomic_path, claim_output, write_json
+from .clip import describe, no_mha_fastpath, release_text_tower
 from .config import DEMO_MODEL, ExportConfig, ModelSpec, to_jsonable
 from .errors import Vs2Error
 from .fused import FusedParts, Uint8Pixels, build_steered_clip
 from .image_front import prepend_image_front
+from .onnx_files import onnx_mb, save_onnx
 from .parity import TOLERANCES
 from .precision import calibration_pixels, check_graph, write_variant
 from .record import make_record, write_record
@@ -51,13 +57,15 @@ from .text_tower import text_spec, write_text_tower
 from .zeroshot import read_classes
 
 log = logging.getLogger(__name__)
-TWO_GB = 2**31
 
 
 def trace_to_onnx(parts: FusedParts, opset: int,
-                  pixel_input: str = contract.PIXEL_VALUES) -> onnx.ModelProto:
-    """SteeredClip -> ModelProto with the dynamo exporter, dynamic batch (docs/design.md pitfalls:
+                  pixel_input: str = contract.PIXEL_VALUES) -> ir.Model | onnx.ModelProto:
+    """SteeredClip -> ONNX with the dynamo exporter, dynamic batch (docs/design.md pitfalls:
     torch >= 2.9 defaults to dynamo, where dynamic_axes no longer works; it wants batch >= 2).
+    The result is the exporter's IR model, whose weights are views of the torch tensors: unlike
+    program.model_proto no copy (2.5 GB for ViT-H-14) is made until onnx_files.save_onnx writes
+    them. image_rgb graphs come back as a ModelProto (image_front edits protobuf).
 
     Every non-pixel input (steering scalars, class_embeddings [C, E] with dynamic C) is a forward()
     argument, so it is a required graph input that constant folding cannot touch. pixel_input:
@@ -81,18 +89,19 @@ def trace_to_onnx(parts: FusedParts, opset: int,
             module, (dummy, *inputs.values()), dynamo=True, opset_version=opset, verbose=False,
             input_names=[name, *inputs], output_names=list(module.output_names),
             dynamic_shapes=shapes)
-    model = program.model_proto
+    model = program.model
     _check_inputs(model, [name, *inputs])
     if pixel_input == contract.IMAGE_RGB:
+        model = ir.to_proto(model)
         prepend_image_front(model, spec)
     return model
 
 
-def _check_inputs(model: onnx.ModelProto, expected: list[str]) -> None:
+def _check_inputs(model: ir.Model, expected: list[str]) -> None:
     """Every input must survive as a real graph input without an initializer of its name: JS
     bindings cannot feed initializers (and ORT warns about them on load)."""
-    names = [i.name for i in model.graph.input]
-    baked = {i.name for i in model.graph.initializer} & set(expected)
+    names = [i.name for i in model.graph.inputs]
+    baked = set(model.graph.initializers) & set(expected)
     if names != expected or baked:
         raise Vs2Error(f"export: expected graph inputs {expected}, the exporter gave {names}"
                        + (f" with initializers {sorted(baked)}" if baked else ""))
@@ -176,33 +185,70 @@ def export(cfg: ExportConfig) -> Manifest:
     model = trace_to_onnx(parts, cfg.opset, cfg.pixel_input)
     class_bytes = encode_class_embeddings(parts.module.text.numpy()) if classes else None
     text = text_spec(parts.clip) if classes else None
-    manifest = build_manifest(parts, cfg, [o.name for o in model.graph.output], class_bytes,
+    manifest = build_manifest(parts, cfg, _output_names(model), class_bytes,
                               text and text.to_dict() | {"model": contract.TEXT_MODEL_FILE})
-    onnx.helper.set_model_props(model, {contract.METADATA_KEY: manifest.to_json()})
-    if model.ByteSize() >= TWO_GB:
-        raise Vs2Error("export: graphs over 2 GB need external data, not supported yet")
+    _set_metadata(model, manifest)
     pixels = _calibration(cfg, manifest)  # before anything is written: refused early
     stage(f"write and check {contract.MODEL_FILE}")
     _write_class_files(cfg, class_bytes)
     if text is not None:
         write_text_tower(parts.clip, cfg.out)
-    with atomic_path(cfg.out / contract.MODEL_FILE) as tmp:
-        onnx.save_model(model, str(tmp))
+    record = _record(cfg, parts)
+    final = cfg.out / contract.MODEL_FILE
+    with atomic_pair(final, contract.sidecar_name(final)) as tmp:
+        release_text_tower(parts.clip)  # text.onnx is written: ViT-H-14's 1.4 GB can go
+        save_onnx(model, tmp)
+        # The torch model and the traced graph go before ONNX Runtime loads the file: one copy
+        # of the weights in memory at a time, not three.
+        del model, parts
+        forget_traced_graph()
         check_graph(tmp, manifest)
     write_json(cfg.out / contract.MANIFEST_FILE, json.loads(manifest.to_json()))
     card.reset(cfg.out)  # a new graph: earlier verdicts and timings no longer apply
-    log.info("exported %s (%.1f MB)", cfg.out / contract.MODEL_FILE,
-             (cfg.out / contract.MODEL_FILE).stat().st_size / 1e6)
+    log.info("exported %s (%.1f MB)", final, onnx_mb(final))
     write_reference(cfg.out)
     for precision in cfg.precisions[1:]:
         stage(f"{precision} variant")
         write_variant(cfg, manifest, precision, pixels)
     stage("export record")
-    path = write_record(cfg.run, _record(cfg, parts))
+    path = write_record(cfg.run, record)
     stages.update()
     stages.close()
     log.info("sources recorded in %s (vs2 verify %s --run %s)", path, cfg.out, cfg.run)
     return manifest
+
+
+def _output_names(model: ir.Model | onnx.ModelProto) -> list[str]:
+    if isinstance(model, ir.Model):
+        return [o.name for o in model.graph.outputs]
+    return [o.name for o in model.graph.output]
+
+
+def _set_metadata(model: ir.Model | onnx.ModelProto, manifest: Manifest) -> None:
+    """The manifest under contract.METADATA_KEY, the graph's only metadata entry of ours."""
+    if isinstance(model, ir.Model):
+        model.metadata_props[contract.METADATA_KEY] = manifest.to_json()
+    else:
+        onnx.helper.set_model_props(model, {contract.METADATA_KEY: manifest.to_json()})
+
+
+def forget_traced_graph() -> None:
+    """Let the traced graph, and with it the torch weights it views, be freed. onnxscript's
+    rewrite rules are module-level objects that keep the last graph they matched
+    (SimplePatternMatcher._graph, _match, _current_node in onnxscript 0.7): without this, `del`
+    frees nothing (measured in issue 13: ViT-H-14's 2.5 GB stayed resident through the check)."""
+    try:
+        from onnxscript.rewriter._matcher import PatternMatcher
+    except ImportError:  # another onnxscript layout: nothing we know how to clear
+        gc.collect()
+        return
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, PatternMatcher):
+            for attr in ("_graph", "_match", "_current_node", "_tracer"):
+                if attr in vars(obj):
+                    setattr(obj, attr, None)
+    gc.collect()
 
 
 def _stages(bar: tqdm):

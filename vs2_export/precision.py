@@ -16,6 +16,7 @@ and the gate, which are discontinuous, so lowering it buys nothing and risks fli
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import tempfile
@@ -24,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .artifacts import atomic_path, claim_output, write_json
+from .artifacts import atomic_pair, claim_output, write_json
 from .config import ExportConfig
 from .errors import Vs2Error
+from .onnx_files import onnx_mb, save_onnx
 from .parity import TOLERANCES, compare
 from .runtime import contract
 from .runtime.classes import read_class_embeddings
 from .runtime.manifest import Manifest
+from .runtime.onnx_wire import external_data_locations
 from .runtime.preprocess import list_images, preprocess_paths
 from .runtime.providers import create_session
 from .runtime.session import Vs2Session, rgb_paths, steering_feeds
@@ -75,18 +78,32 @@ def head_nodes(model: onnx.ModelProto) -> list[str]:
             and any(p.key == "namespace" for p in n.metadata_props)]
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """fp32 ModelProto -> fp16 weights and matmuls with fp32 I/O, head and FP16_KEEP_OPS."""
+def to_fp16(fp32_path: Path) -> onnx.ModelProto:
+    """fp32 file -> fp16 weights and matmuls with fp32 I/O, head and FP16_KEEP_OPS (a ModelProto
+    with its weights in memory: 1.3 GB for ViT-H-14)."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    model = load_with_shapes(Path(fp32_path))
     head = head_nodes(model)
     converted = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_OPS)),
-        node_block_list=head)
+        node_block_list=head, disable_shape_infer=True)
     _drop_duplicate_nodes(converted)
     _no_fp16_round_trips(converted, uint8_normalisation_nodes(model))
     del converted.graph.value_info[:]  # stale fp32/fp16 types from the converter; re-inferred
     log.info("fp16: %d head nodes and ops %s kept in fp32", len(head), FP16_KEEP_OPS)
     return converted
+
+
+def load_with_shapes(path: Path) -> onnx.ModelProto:
+    """The graph at `path` with ONNX shape inference applied, weights loaded (the fp16 converter
+    needs the type of every value). Inference runs on the file: infer_shapes on a ModelProto
+    serialises it, which fails over 2 GB; infer_shapes_path does not."""
+    with tempfile.TemporaryDirectory(prefix="vs2-shapes-") as tmp:
+        inferred = Path(tmp) / path.name
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+        model = onnx.load(str(inferred), load_external_data=False)
+    onnx.load_external_data_for_model(model, str(path.parent))  # a no-op for a single file
+    return model
 
 
 def uint8_normalisation_nodes(model: onnx.ModelProto) -> set[str]:
@@ -201,13 +218,20 @@ def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | list | None, m
     if mode == "static" and (pixels is None or not len(pixels)):
         raise Vs2Error("int8 static: expected calibration images, got none")
     head = head_nodes(onnx.load(str(fp32_path), load_external_data=False))
+    # A graph over 2 GB cannot pass through the quantizer as one protobuf: every intermediate
+    # file (pre-processed, augmented for calibration, quantised) then keeps its weights in a
+    # sidecar, and so may out_path (contract.sidecar_name(out_path)): int8_model reads both.
+    big = bool(external_data_locations(Path(fp32_path)))
     with tempfile.TemporaryDirectory(prefix="vs2-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True,
+                          save_as_external_data=big, all_tensors_to_one_file=True,
+                          external_data_location=contract.sidecar_name(pre))
         _drop_value_info(pre)
-        keep = head + activation_matmuls(onnx.load(str(pre)))
+        keep = head + activation_matmuls(onnx.load(str(pre), load_external_data=False))
         common = dict(op_types_to_quantize=list(INT8_OPS), per_channel=True, reduce_range=REDUCE_RANGE,
-                      nodes_to_exclude=keep, weight_type=QuantType.QInt8)
+                      nodes_to_exclude=keep, weight_type=QuantType.QInt8,
+                      use_external_data_format=big)
         if mode == "dynamic":
             quantize_dynamic(str(pre), str(out_path), **common)
         else:
@@ -215,6 +239,17 @@ def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | list | None, m
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                             calibrate_method=CalibrationMethod.MinMax, **common)
     log.info("int8 (%s): %d head nodes kept in fp32", mode, len(head))
+
+
+def int8_model(fp32_path: Path, pixels: np.ndarray | list | None, mode: str = "static",
+               input_name: str = contract.PIXEL_VALUES,
+               extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """to_int8 into a scratch folder -> the int8 graph as a ModelProto with its weights in memory
+    (0.65 GB for ViT-H-14), for the caller to write with its metadata (onnx_files.save_onnx)."""
+    with tempfile.TemporaryDirectory(prefix="vs2-int8-out-") as scratch:
+        out = Path(scratch) / contract.model_file("int8")
+        to_int8(Path(fp32_path), out, pixels, mode, input_name, extra)
+        return onnx.load(str(out))  # with its sidecar, if the quantizer wrote one
 
 
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -228,8 +263,9 @@ def activation_matmuls(model: onnx.ModelProto) -> list[str]:
 
 def _drop_value_info(path: Path) -> None:
     """Stale intermediate shapes make the quantizer's second shape inference fail (768 vs 3072
-    on the SAE Gemm, measured); ONNX re-infers them from the weights."""
-    model = onnx.load(str(path))
+    on the SAE Gemm, measured); ONNX re-infers them from the weights. Only the graph is read and
+    rewritten: external weights stay where they are, untouched."""
+    model = onnx.load(str(path), load_external_data=False)
     del model.graph.value_info[:]
     onnx.save(model, str(path))
 
@@ -261,7 +297,8 @@ def check_graph(path: Path, manifest: Manifest) -> None:
 
 def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str,
                   pixels: np.ndarray | None = None) -> Path:
-    """model.onnx -> model.PRECISION.onnx with its own metadata (precision.py says what stays fp32).
+    """model.onnx -> model.PRECISION.onnx with its own metadata (precision.py says what stays fp32);
+    one file when it fits under 2 GB (ViT-H-14's fp16 and int8 do), else with its own sidecar.
     pixels: calibration pixels in the graph's input kind, resolved by export before model.onnx
     was written (None: read cfg.calibration here)."""
     final = contract.model_path(cfg.out, precision)
@@ -274,19 +311,20 @@ def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str,
         else:
             with contextlib.suppress(Vs2Error):  # only feeds the self-check here: optional
                 pixels = calibration_pixels(cfg.calibration, meta, cfg.calibration_max)
-    with atomic_path(final) as tmp:
-        if precision == "fp16":
-            onnx.save_model(to_fp16(onnx.load(str(fp32))), str(tmp))
-        else:
-            to_int8(fp32, tmp, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode,
-                    meta.pixel_input, default_feeds(cfg.out, meta))
-        model = onnx.load(str(tmp))
-        del model.metadata_props[:]
-        onnx.helper.set_model_props(model, {contract.METADATA_KEY: meta.to_json()})
-        onnx.save_model(model, str(tmp))
+    if precision == "fp16":
+        model = to_fp16(fp32)
+    else:
+        model = int8_model(fp32, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode,
+                           meta.pixel_input, default_feeds(cfg.out, meta))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {contract.METADATA_KEY: meta.to_json()})
+    with atomic_pair(final, contract.sidecar_name(final)) as tmp:
+        save_onnx(model, tmp)
+        del model  # the last reference: ONNX Runtime's check gets the memory instead
+        gc.collect()
         check_graph(tmp, meta)
     write_json(cfg.out / contract.manifest_file(precision), json.loads(meta.to_json()))
-    log.info("exported %s (%.1f MB)", final, final.stat().st_size / 1e6)
+    log.info("exported %s (%.1f MB)", final, onnx_mb(final))
     if pixels is not None:
         self_check(cfg, final, precision, pixels[:64], meta.steering.tau)
     return final
@@ -299,7 +337,9 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
     precision's tolerances: a variant that breaks them is announced at export, not found later.
     Writes export_check.PRECISION.json; `vs2 verify` on in-domain images is the real gate."""
     # Vs2Session feeds the steering defaults and class_embeddings (precision from the file name).
-    runs = {name: Vs2Session(path).run(pixels)
+    # One session at a time, batches of 8: 64 ViT-H-14 images at once would hold GBs of
+    # activations, and two of its graphs 3.8 GB of weights (bounded memory).
+    runs = {name: _run_batches(Vs2Session(path), pixels, 8)
             for name, path in (("ref", cfg.out / contract.MODEL_FILE), ("got", variant))}
     checks = compare(runs["ref"], runs["got"], tau, TOLERANCES[precision])
     failed = [c for c in checks if not c.passed]
@@ -314,6 +354,11 @@ def self_check(cfg: ExportConfig, variant: Path, precision: str, pixels: np.ndar
                     len(pixels), "; ".join(f"{c.name} = {c.value:.4g} (limit {c.limit:.4g})"
                                            for c in failed), precision)
     return report
+
+
+def _run_batches(session: Vs2Session, pixels: np.ndarray | list, batch: int) -> dict[str, np.ndarray]:
+    chunks = [session.run(pixels[s:s + batch]) for s in range(0, len(pixels), batch)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
 def default_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import card
 from .artifacts import sha256_file, write_json
-from .clip import describe
+from .clip import describe, release_text_tower
 from .config import VerifyConfig, to_jsonable
 from .errors import CheckFailed, Vs2Error
 from .fused import FusedParts, build_steered_clip
@@ -194,6 +194,7 @@ def rebuild_reference(record: ExportRecord, cfg: VerifyConfig) -> FusedParts:
         if now != then:
             raise Vs2Error(f"verify: {what} changed since the export ({str(then)[:12]} then, "
                            f"{now[:12]} now); restore it, or export again")
+    release_text_tower(parts.clip)  # the class embeddings are computed: ViT-H-14's 1.4 GB go
     return parts
 
 

@@ -12,15 +12,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from ..artifacts import atomic_path
 from ..clip import no_mha_fastpath
 from ..fused import FusedParts
+from ..onnx_files import write_onnx
 from ..runtime import contract
 from ..steering import steer
 
@@ -70,8 +69,7 @@ def export_encoder(parts: FusedParts, path: Path, opset: int = 18) -> Path:
             parts.clip.model.visual.eval(), (torch.randn(2, 3, size, size),), dynamo=True,
             opset_version=opset, verbose=False, input_names=[contract.PIXEL_VALUES],
             output_names=[contract.EMBEDDING], dynamic_shapes={"x": {0: batch}})
-    with atomic_path(path) as tmp:
-        onnx.save_model(program.model_proto, str(tmp))
+    write_onnx(program.model, path)  # with a sidecar over 2 GB, like the fused graph
     log.info("bench: exported the bare encoder to %s", path)
     return path
 

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from .. import card
-from ..artifacts import atomic_path, write_json
+from ..artifacts import write_json
 from ..config import BenchConfig, to_jsonable
 from ..errors import Vs2Error
-from ..precision import default_feeds, to_int8
+from ..onnx_files import onnx_mb, write_onnx
+from ..precision import default_feeds, int8_model
 from ..runtime import contract, openvino_session
 from ..runtime.preprocess import list_images, preprocess_paths
 from ..runtime.providers import OPENVINO, create_session
@@ -194,13 +195,12 @@ def op_time_shares(path: Path, pixels: np.ndarray, threads: int, scratch: Path) 
 
 
 def _file_mb(path: Path | None) -> float | None:
-    return None if path is None or not path.is_file() else path.stat().st_size / 1e6
+    """Size in MB with its sidecar, if it has one (onnx_files.onnx_mb)."""
+    return None if path is None or not path.is_file() else onnx_mb(path)
 
 
 def _full_block_graph(parts, path: Path, opset: int) -> Path:
     """The fused graph as it would be without the CLS-only last block (cached beside encoder.onnx)."""
-    import onnx
-
     from ..export import trace_to_onnx
     if not path.is_file():
         parts.module.trunk.cls_only = False
@@ -208,8 +208,7 @@ def _full_block_graph(parts, path: Path, opset: int) -> Path:
             model = trace_to_onnx(parts, opset)
         finally:
             parts.module.trunk.cls_only = True
-        with atomic_path(path) as tmp:
-            onnx.save_model(model, str(tmp))
+        write_onnx(model, path)
     return path
 
 
@@ -222,8 +221,7 @@ def _transformer_fused(fp32: Path, path: Path, width: int, heads: int) -> Path:
         fused = optimizer.optimize_model(str(fp32), model_type="vit", num_heads=heads,
                                          hidden_size=width, opt_level=0)
         log.info("bench: transformer fusions %s", fused.get_fused_operator_statistics())
-        with atomic_path(path) as tmp:
-            fused.save_model_to_file(str(tmp))
+        write_onnx(fused.model, path)
     return path
 
 
@@ -243,8 +241,7 @@ def _ablation_specs(cfg: BenchConfig, parts, threads: int, scratch: Path,
              spec("+ BiasGelu fusion", _ort(biasgelu, cfg.provider, threads, extra=extra), biasgelu)]
     if contract.model_path(cfg.exported, "int8").is_file():
         dynamic = scratch / "int8_dynamic.onnx"
-        with atomic_path(dynamic) as tmp:
-            to_int8(fp32, tmp, None, "dynamic")
+        write_onnx(int8_model(fp32, None, "dynamic"), dynamic)
         specs.append(Spec("ablation: int8 dynamic", "onnxruntime", "int8",
                           _ort(dynamic, cfg.provider, threads, extra=extra), dynamic))
     for level in ("basic", "extended"):

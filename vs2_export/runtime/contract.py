@@ -132,6 +132,22 @@ def model_path(folder: str | Path, precision: str) -> Path:
     return Path(folder) / model_file(precision)
 
 
+SIDECAR_SUFFIX = ".data"
+
+
+def sidecar_name(model: str | Path) -> str:
+    """The ONE external-data file of a graph whose weights do not fit in its protobuf (over 2 GB:
+    ViT-H-14 and up), by the relative name the .onnx file records: model.onnx ->
+    model.onnx.data, model.fp16.onnx -> model.fp16.onnx.data. It lives beside the model."""
+    return Path(model).name + SIDECAR_SUFFIX
+
+
+def sidecar_of(name: str | Path) -> str | None:
+    """The model file name a sidecar name belongs to (model.onnx.data -> model.onnx), or None."""
+    name = Path(name).name
+    return name[:-len(SIDECAR_SUFFIX)] if name.endswith(SIDECAR_SUFFIX) else None
+
+
 def precision_of(path: str | Path) -> str | None:
     """The precision a model file name stands for, or None for a name outside the contract."""
     name = Path(path).name
@@ -173,8 +189,11 @@ REFERENCE_INDEX = "reference.json"
 def shipped(name: str) -> bool:
     """Whether a file name belongs in an export folder: a model file, its manifest copy, a
     runtime input (class embeddings, the text graph, the tokenizer, reference vectors) or the
-    model card with the verdicts and timings it is rendered from."""
-    return (precision_of(name) is not None or name in {manifest_file(p) for p in PRECISIONS}
+    model card with the verdicts and timings it is rendered from. A model file's sidecar (its
+    weights, for graphs over 2 GB) ships with it."""
+    model = sidecar_of(name)
+    return (precision_of(name) is not None or (model is not None and precision_of(model) is not None)
+            or name in {manifest_file(p) for p in PRECISIONS}
             or name in RUNTIME_FILES or name in (CARD_FILE, CARD_RECORDS_FILE))
 
 

@@ -64,8 +64,9 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
                                     and threads >= 1):
         raise ValueError(f"threads: expected None or an int >= 1, got {threads!r}")
+    external = []
     if isinstance(model, Path):
-        _check_external_data(model)
+        external = _check_external_data(model)
         precision = precision or contract.precision_of(model)
     if provider == OPENVINO:
         return _openvino(model, precision or "fp32", threads)
@@ -79,6 +80,8 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
         options.intra_op_num_threads = threads
     if optimized_model is not None:
         options.optimized_model_filepath = str(optimized_model)
+        if external:
+            _optimized_external_data(options, Path(optimized_model))
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
@@ -109,13 +112,15 @@ def _level_for(precision: str | None, provider: str, optimization: str) -> str:
     return optimization
 
 
-def _check_external_data(path: Path) -> None:
+def _check_external_data(path: Path) -> list[str]:
     """Refuse external data outside the model's folder ('..', absolute paths, symlinks out) and
     hardlinked data files: a model from elsewhere must not make us read arbitrary files. A file
     whose protobuf cannot be parsed to the end is refused too, since what ORT would read from it
     is unknown. ORT validates paths itself only from 1.24 (microsoft/onnxruntime#26776; models
     loaded from bytes from 1.24.3, #27430; sparse tensors later still, #28709), which is why
-    this check runs first whatever the version."""
+    this check runs first whatever the version. Each data file must also be a regular file: ORT
+    would block forever opening a FIFO. Returns the locations, deduplicated (our exports over
+    2 GB have one, contract.sidecar_name)."""
     folder = path.parent.resolve()
     try:
         locations = external_data_locations(path)
@@ -124,14 +129,32 @@ def _check_external_data(path: Path) -> None:
                          f"protobuf ({exc})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the model ({exc})") from None
+    locations = list(dict.fromkeys(locations))  # one entry per tensor
     for location in locations:
         target = (folder / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(folder):
             raise ModelError(f"{path}: expected external data inside the model's folder {folder}, "
                              f"got location {location!r} (resolves to {target})")
-        if target.is_file() and target.stat().st_nlink > 1:
+    for location in locations:  # every location is inside: now each must be a plain file
+        target = (folder / location).resolve()
+        if not target.is_file():
+            raise ModelError(f"{path}: expected its external data file {location!r} beside it, "
+                             f"found {'no file' if not target.exists() else 'no regular file'} "
+                             f"at {target}")
+        if target.stat().st_nlink > 1:
             raise ModelError(f"{path}: external data {location!r} is a hardlink (link count "
                              f"{target.stat().st_nlink}); expected a plain file of this folder")
+    return locations
+
+
+def _optimized_external_data(options: ort.SessionOptions, optimized_model: Path) -> None:
+    """ORT writes an optimised graph over 2 GB only with its weights in a sidecar of its own,
+    named by the contract after the optimised file (x.onnx -> x.onnx.data); tensors up to 1 KiB
+    (shapes, scalars) stay in the graph."""
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                     contract.sidecar_name(optimized_model))
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
 
 
 def _load(model: Path | bytes, options: ort.SessionOptions,
