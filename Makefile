@@ -43,4 +43,4 @@ test: lint js-setup
 # Speed against the baselines on a random-weight ViT-B-32 (benchmarks/README.md).
 bench: setup
 	$(PY) benchmarks/build_random.py ViT-B-32 64 runs/bench/ViT-B-32
-	$(VENV)/bin/vs2 bench runs/bench/ViT-B-32/exported --ablations --images calibration/images --out runs/bench/vit-b-32.json
+	$(VENV)/bin/vs2 bench runs/bench/ViT-B-32/exported --run runs/bench/ViT-B-32 --ablations --images calibration/images --report runs/bench/vit-b-32.json
