@@ -20,7 +20,7 @@ from vs2_export.config import CalibrateConfig, ExportConfig, ModelSpec, TrainCon
 from vs2_export.errors import CheckFailed, Vs2Error
 from vs2_export.export import export
 from vs2_export.parity import TOLERANCES, compare, decide
-from vs2_export.runtime import contract
+from vs2_export.runtime import ModelError, contract
 from vs2_export.store import store_array
 from vs2_export.train import train_sae
 from vs2_export.verify import verify
@@ -177,14 +177,18 @@ def test_a_tampered_weight_fails_naming_checks_and_images(work, tmp_path):
 
 
 def test_an_edited_graph_default_fails(work, tmp_path):
-    """gate_tau's default inside the graph set to -1: nothing steers any more."""
+    """gate_tau's default set to -1: nothing would steer any more. Since schema 2 (issue 9) the
+    graph holds no default (gate_tau is a required input): the default every wrapper feeds is the
+    manifest's inputs.overridable, and a default that disagrees with steering.tau is refused
+    when the model loads, before verify compares anything (both edited: the tau test above)."""
     out = _copy(work, tmp_path, "default")
     model = onnx.load(str(out / contract.MODEL_FILE))
-    for init in model.graph.initializer:
-        if init.name == contract.GATE_TAU:
-            init.CopyFrom(onnx.numpy_helper.from_array(np.array(-1.0, np.float32), init.name))
-    onnx.save(model, str(out / contract.MODEL_FILE))
-    _fails(work, out, "steered.flips")
+    assert contract.GATE_TAU not in {init.name for init in model.graph.initializer}
+    assert contract.GATE_TAU in {i.name for i in model.graph.input}
+    _edit_manifest(out / contract.MODEL_FILE,
+                   lambda d: d["inputs"]["overridable"].__setitem__(contract.GATE_TAU, -1.0))
+    with pytest.raises(ModelError, match="inputs.overridable.gate_tau: expected the steering value"):
+        verify(VerifyConfig(out, work, max_images=12))
 
 
 def test_sources_changed_since_the_export_are_refused(work, tmp_path):
