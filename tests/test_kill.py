@@ -8,6 +8,7 @@ Each run is a real `vs2` subprocess killed with SIGKILL: no cleanup handler can 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -29,6 +30,8 @@ from vs2_export.config import CalibrateConfig, ExportConfig, ExtractConfig, Mode
 from vs2_export.errors import Vs2Error
 from vs2_export.export import export
 from vs2_export.extract import extract
+from vs2_export.runtime import contract
+from vs2_export.runtime.providers import create_session
 from vs2_export.runtime.session import Vs2Session
 from vs2_export.sae import load_sae
 from vs2_export.store import ActivationStore
@@ -101,8 +104,12 @@ def assert_final_files_sound(folder: Path) -> None:
             torch.load(path, weights_only=True)
         elif path.suffix == ".safetensors":
             load_file(path)
+        elif path.name == contract.TEXT_MODEL_FILE:  # the text graph: no image-model manifest
+            create_session(path)
         elif path.suffix == ".onnx":
-            Vs2Session(path)  # model.onnx and any precision variant beside it
+            Vs2Session(path)  # model.onnx and any precision variant; also checks class_embeddings.f32
+        elif path.suffix == ".gz":  # the tokenizer's vocab
+            gzip.decompress(path.read_bytes())
         elif path.suffix == ".txt":
             path.read_text(encoding="utf-8")
 

@@ -130,6 +130,7 @@ async function runImages(page) {
   const ok = results.images.filter((e) => !e.error);
   if (ok.length) {  // warm runs straight through vs2.js on an image the page ran
     await feed(page, ok.at(-1).path);
+    const cpu0 = await chromiumCpuSeconds();
     results.timings.warm_run_ms = await page.evaluate(async (n) => {
       const times = [];
       for (let i = 0; i < n; i++) {
@@ -139,6 +140,9 @@ async function runImages(page) {
       }
       return times;
     }, Number(args['warm-runs']));
+    const cpu1 = await chromiumCpuSeconds();
+    // CPU time of Chromium's processes per warm run: robust where other jobs share the CPUs
+    if (cpu0 !== null && cpu1 !== null) results.timings.warm_cpu_ms = (1e3 * (cpu1 - cpu0)) / Number(args['warm-runs']);
   }
   if (args.classes !== undefined && ok.length) {
     const names = args.classes.split(',');
@@ -173,4 +177,24 @@ async function runOverrides(page, ok) {
     if (error) entry.overridden_error = error;
     else Object.assign(entry, { overridden: last.steered, overridden_plain: last.plain, overrides_used: last.overrides });
   }
+}
+
+/** Seconds of CPU (user + system) used so far by Chromium: every process below this Node process
+ *  (Linux /proc; playwright launches Chromium as our child), or null elsewhere. */
+async function chromiumCpuSeconds() {
+  const root = process.pid;
+  const { readdir, readFile } = await import('node:fs/promises');
+  const stats = new Map();
+  for (const entry of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const text = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => null);
+    if (!text) continue;
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');  // after "pid (comm) "
+    stats.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  if (!stats.size) return null;
+  const inTree = (pid) => { for (let p = stats.get(pid)?.ppid ?? 0; p > 1; p = stats.get(p)?.ppid ?? 0) if (p === root) return true; return false; };
+  let ticks = 0;
+  for (const [pid, s] of stats) if (inTree(pid)) ticks += s.ticks;
+  return ticks / 100;  // USER_HZ: 100 on Linux
 }
