@@ -18,6 +18,7 @@ class BatchStats:
     """One row at one batch size, over the timed rounds."""
 
     median_ms: float
+    """Per call (the whole batch); ms_per_image divides by the batch size."""
     p10_ms: float
     p90_ms: float
     ms_per_image: float
@@ -86,12 +87,12 @@ class BenchReport:
         """The human table: one line per row and batch size."""
         lines = [f"vs2 bench: {self.model} ({self.source}), {self.threads} threads, pixels: "
                  f"{self.pixels}; median of {self.rounds} interleaved rounds",
-                 f"{'row':<32} {'batch':>5} {'ms/img':>8} {'p10-p90 ms':>15} {'img/s':>8} "
+                 f"{'row':<32} {'batch':>5} {'ms/img':>8} {'p10-p90':>15} {'img/s':>8} "
                  f"{'x ORT fp32':>10} {'x torch':>8} {'cos min':>9}"]
         for row in self.rows:
             cos = "-" if row.embedding_cosine_min is None else f"{row.embedding_cosine_min:.6f}"
             for b, st in row.batches.items():
-                spread = f"{st.p10_ms:.1f}-{st.p90_ms:.1f}"
+                spread = f"{st.p10_ms / int(b):.1f}-{st.p90_ms / int(b):.1f}"  # per image too
                 lines.append(f"{row.name[:32]:<32} {b:>5} {st.ms_per_image:>8.2f} {spread:>15} "
                              f"{st.images_per_s:>8.1f} {_ratio(st.speedup_vs_ort_fp32):>10} "
                              f"{_ratio(st.speedup_vs_pytorch):>8} {cos:>9}")
