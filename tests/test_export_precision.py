@@ -149,7 +149,11 @@ def test_precision_config_is_validated(tmp_path):
         ExportConfig(tmp_path, tmp_path, tmp_path, int8_mode="weird")
     assert ExportConfig(tmp_path, tmp_path, tmp_path, precisions=("int8",)).precisions == ("fp32", "int8")
     with pytest.raises(Vs2Error, match="precision"):
-        VerifyConfig(tmp_path, tmp_path, precision="bf16")
+        VerifyConfig(tmp_path, tmp_path, precision="fp8")
+    # bf16 is a run precision (the fp32 file, bf16 inference: issue 11), not an export variant.
+    assert VerifyConfig(tmp_path, tmp_path, precision="bf16").precision == "bf16"
+    with pytest.raises(Vs2Error, match="precision"):
+        ExportConfig(tmp_path, tmp_path, tmp_path, precisions=("bf16",))
 
 
 def test_fp16_on_cpu_and_saved_optimised_model(demo, tmp_path):
