@@ -38,7 +38,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 # VS2_REQUIRE_JS=1: a missing node_modules or Chromium fails the JS tests instead of skipping them.
 test: lint js-setup
-	VS2_REQUIRE_JS=1 $(PY) -m pytest
+	VS2_REQUIRE_JS=1 $(PY) -m pytest --durations=30
 
 # Speed against the baselines on a random-weight ViT-B-32 (benchmarks/README.md).
 bench: setup

@@ -22,11 +22,6 @@ from vs2_export.runtime.session import Vs2Session
 from vs2_export.verify import verify
 
 DEMO = ModelSpec("vs2-demo")
-INT8_UNDER_UNIFORM_RULES = pytest.mark.xfail(strict=False, reason=(
-    "issue 10: int8 is judged on every image now (no swap-mass exclusion); on the demo model "
-    "static int8 measured base cosine 0.975, 7/50 top-k flips, latent values 8% off; the int8 "
-    "tolerances need a decision (docs/design.md, Parity)"))
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -97,7 +92,7 @@ def test_int8_quantises_the_trunk_not_the_head(demo):
     assert not [n.name for n in quantised if n.name in head]
 
 
-@pytest.mark.parametrize("precision", ["fp16", pytest.param("int8", marks=INT8_UNDER_UNIFORM_RULES)])
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_variant_passes_verify_on_labeled_folder(demo, precision):
     _, out, labeled = demo
     report = verify(VerifyConfig(out, out.parent, labeled, batch_size=16, precision=precision))
@@ -127,7 +122,6 @@ def test_int8_that_breaks_its_tolerance_fails(demo, tmp_path):
                             batch_size=16, precision="int8"))
 
 
-@INT8_UNDER_UNIFORM_RULES
 def test_dynamic_int8_and_missing_calibration(demo, tmp_path):
     work, _, labeled = demo
     args = (work / "sae", work / "steering.json")

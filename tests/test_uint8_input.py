@@ -78,7 +78,6 @@ def test_uint8_graph_matches_float_graph(exports):
     assert (got["logits"].argmax(-1) == ref["logits"].argmax(-1)).all()
 
 
-@pytest.mark.xfail(strict=False, reason="int8 under the uniform parity rules: see test_export_precision")
 def test_verify_and_eval_pass_on_uint8_export(exports):
     floats, out, labeled = exports
     run = out.parent
