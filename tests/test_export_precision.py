@@ -23,6 +23,7 @@ from vs2_export.verify import verify
 
 DEMO = ModelSpec("vs2-demo")
 
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """A demo export with all three precisions, and a labeled target folder to verify on."""
