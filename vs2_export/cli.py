@@ -200,6 +200,7 @@ RUN_HELP = ("run folder holding exports/NAME.json, the sources `vs2 export` reco
 REPORT_HELP = "JSON report file (default: RUN/reports/NAME.COMMAND[.PRECISION].json)"
 PRECISION_HELP = ("variant: fp32 (model.onnx), fp16 or int8, or bf16 (model.onnx computed in bf16 by "
                   "--provider openvino); or name the model file instead")
+PROVIDER_HELP = "cpu, cuda (ONNX Runtime) or openvino"
 
 
 def _announce(line: str) -> None:
@@ -389,7 +390,7 @@ def verify(exported: Path = typer.Argument(..., help="export folder, or one mode
            pretrained: str | None = typer.Option(None, help=PRETRAINED_HELP),
            batch_size: int = typer.Option(default(VerifyConfig, "batch_size")),
            max_images: int = typer.Option(default(VerifyConfig, "max_images")),
-           provider: str = typer.Option(default(VerifyConfig, "provider"), help="cpu, cuda or openvino"),
+           provider: str = typer.Option(default(VerifyConfig, "provider"), help=PROVIDER_HELP),
            report: Path | None = typer.Option(None, help=REPORT_HELP),
            precision: str | None = typer.Option(None, help=PRECISION_HELP),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
@@ -441,7 +442,7 @@ def classify(exported: Path = typer.Argument(..., help="export folder, or one mo
              template: list[str] | None = typer.Option(
                  None, help="prompt template with one {} for --classes (repeatable; default: the "
                             "export's)"),
-             provider: str = typer.Option("cpu", help="cpu or cuda"),
+             provider: str = typer.Option("cpu", help=PROVIDER_HELP),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Classify images with an exported model (torch-free runtime)."""
     from .classify import classify as run
@@ -455,7 +456,7 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
                  images: Path = typer.Option(..., help="labeled folder: one subfolder per class"),
                  batch_size: int = typer.Option(default(EvalConfig, "batch_size")),
                  precision: str | None = typer.Option(None, help=PRECISION_HELP),
-                 provider: str = typer.Option("cpu", help="cpu or cuda"),
+                 provider: str = typer.Option("cpu", help=PROVIDER_HELP),
                  report: Path | None = typer.Option(
                      None, help="JSON report file (default: RUN/reports/NAME.eval.json with "
                                 "--run, else none)"),

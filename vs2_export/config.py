@@ -367,7 +367,7 @@ class EvalConfig:
     batch_size: int = 32
     """Images per run."""
     provider: str = "cpu"
-    """ONNX Runtime provider: cpu or cuda."""
+    """cpu or cuda (ONNX Runtime), or openvino (runtime/openvino_session.py)."""
     report: Path | None = None
     """JSON report; None = RUN/reports/NAME.eval[.PRECISION].json with `run`, else none
     (the export folder ships: reports never go there)."""
