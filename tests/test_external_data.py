@@ -30,6 +30,7 @@ from vs2_export.runtime import contract
 from vs2_export.runtime.onnx_wire import external_data_locations
 from vs2_export.runtime.session import ModelError, Vs2Session
 from vs2_export.verify import verify
+from vs2_export.web.site import ORT_WEB_FILES, SiteError, build_site
 
 pytestmark = pytest.mark.skipif(
     not (REPO / "vs2_export" / "demo" / "vs2-demo.safetensors").is_file(),
@@ -208,6 +209,37 @@ from vs2_export.cli import main
 sys.argv = ["vs2", *sys.argv[1:]]
 main()
 """
+
+
+def test_text_graph_over_the_limit_has_its_sidecar_and_names_classes(external, one_file):
+    """ViT-bigG-14's text tower (2.8 GB) is over 2 GB too: text.onnx goes the same way."""
+    text = external / contract.TEXT_MODEL_FILE
+    assert set(external_data_locations(text)) == {contract.sidecar_name(text)}
+    assert not (one_file / contract.sidecar_name(text)).exists()
+    got, ref = Vs2Session(external), Vs2Session(one_file)
+    names = ["a red circle", "a blue square", "noise"]
+    np.testing.assert_array_equal(got.set_classes(names), ref.set_classes(names))
+    pixels = np.random.default_rng(1).standard_normal((2, 3, got.manifest.image_size,
+                                                       got.manifest.image_size)).astype(np.float32)
+    np.testing.assert_array_equal(got.run(pixels)["logits"], ref.run(pixels)["logits"])
+
+
+def test_web_page_refuses_a_graph_over_2gb_and_leaves_a_big_text_graph_out(external, one_file,
+                                                                           tmp_path):
+    ort = tmp_path / "ort"
+    ort.mkdir()
+    for name in ORT_WEB_FILES:
+        (ort / name).write_bytes(b"stub")
+    with pytest.raises(SiteError, match="wasm memory"):
+        build_site(external, tmp_path / "big", ort)
+    mixed = tmp_path / "mixed"  # one-file image graph, text graph with a sidecar
+    shutil.copytree(one_file, mixed)
+    for name in (contract.TEXT_MODEL_FILE, contract.sidecar_name(contract.TEXT_MODEL_FILE)):
+        shutil.copyfile(external / name, mixed / name)
+    site = build_site(mixed, tmp_path / "site", ort)
+    assert (site / "model" / contract.MODEL_FILE).is_file()
+    assert not (site / "model" / contract.TEXT_MODEL_FILE).exists()
+    assert not list((site / "model").glob("*.data"))
 
 
 def test_export_killed_with_the_pair_under_temporary_names_leaves_none(work, tmp_path):

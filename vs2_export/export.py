@@ -345,5 +345,6 @@ def _write_class_files(cfg: ExportConfig, class_bytes: bytes | None) -> None:
         with atomic_path(cfg.out / contract.CLASS_EMBEDDINGS_FILE) as tmp:
             tmp.write_bytes(class_bytes)
     else:
-        for name in (contract.CLASS_EMBEDDINGS_FILE, contract.TEXT_MODEL_FILE):
+        for name in (contract.CLASS_EMBEDDINGS_FILE, contract.TEXT_MODEL_FILE,
+                     contract.sidecar_name(contract.TEXT_MODEL_FILE)):
             (cfg.out / name).unlink(missing_ok=True)

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import atomic_path
+from .artifacts import atomic_pair, atomic_path
 from .clip import LoadedClip, no_mha_fastpath
 from .errors import Vs2Error
+from .onnx_files import onnx_mb, save_onnx
 from .runtime import contract
 from .runtime.providers import create_session
 from .runtime.tokenizer import TokenizerError, TokenizerSpec, open_clip_vocab, spec_of_open_clip
@@ -62,24 +65,36 @@ def text_spec(clip: LoadedClip) -> TokenizerSpec | None:
 
 
 def write_text_tower(clip: LoadedClip, out: Path) -> None:
-    """out/text.onnx and out/tokenizer/...vocab, checked against open_clip (Vs2Error if not)."""
+    """out/text.onnx (+ text.onnx.data when its weights pass 2 GB: ViT-bigG-14's 2.8 GB tower)
+    and out/tokenizer/...vocab, checked against open_clip (Vs2Error if not) before either is
+    kept."""
     tower = TextTower(clip.model).eval()
     ids = clip.tokenizer(list(CHECK_PROMPTS))
-    with atomic_path(out / contract.TEXT_MODEL_FILE) as tmp:
+    final = out / contract.TEXT_MODEL_FILE
+    with atomic_pair(final, contract.sidecar_name(final)) as tmp:
+        save_onnx(_traced(tower, ids), tmp)
+        _check_text_graph(tmp, tower, ids)
+    with atomic_path(out / contract.VOCAB_FILE) as tmp:
+        shutil.copyfile(open_clip_vocab(), tmp)
+    log.info("exported %s (%.1f MB)", final, onnx_mb(final))
+
+
+def _traced(tower: TextTower, ids: torch.Tensor) -> onnx.ModelProto:
+    """The TorchScript exporter's graph of `tower`, weights in memory. It writes a model over
+    2 GB as one file per tensor beside the graph, hence a scratch folder, read back whole and
+    saved by onnx_files.save_onnx (one sidecar, the layout the runtime's guard accepts)."""
+    with tempfile.TemporaryDirectory(prefix="vs2-text-") as scratch:
+        raw = Path(scratch) / contract.TEXT_MODEL_FILE
         # The TorchScript exporter: 0.6-2 s where dynamo took 20 s on the demo tower, and
         # parity-equal (both measured); the text tower has nothing it cannot trace.
         with no_mha_fastpath(), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(tower, (ids[:2],), str(tmp), dynamo=False, opset_version=TEXT_OPSET,
+            torch.onnx.export(tower, (ids[:2],), str(raw), dynamo=False, opset_version=TEXT_OPSET,
                               input_names=[contract.INPUT_IDS],
                               output_names=[contract.TEXT_EMBEDDING],
                               dynamic_axes={contract.INPUT_IDS: {0: "n"},
                                             contract.TEXT_EMBEDDING: {0: "n"}})
-        _check_text_graph(tmp, tower, ids)
-    with atomic_path(out / contract.VOCAB_FILE) as tmp:
-        shutil.copyfile(open_clip_vocab(), tmp)
-    log.info("exported %s (%.1f MB)", out / contract.TEXT_MODEL_FILE,
-             (out / contract.TEXT_MODEL_FILE).stat().st_size / 1e6)
+        return onnx.load(str(raw))
 
 
 def _check_text_graph(path: Path, tower: TextTower, ids: torch.Tensor) -> None:

@@ -189,10 +189,11 @@ REFERENCE_INDEX = "reference.json"
 def shipped(name: str) -> bool:
     """Whether a file name belongs in an export folder: a model file, its manifest copy, a
     runtime input (class embeddings, the text graph, the tokenizer, reference vectors) or the
-    model card with the verdicts and timings it is rendered from. A model file's sidecar (its
-    weights, for graphs over 2 GB) ships with it."""
+    model card with the verdicts and timings it is rendered from. A graph's sidecar (its
+    weights, for graphs over 2 GB: model files, and text.onnx from ViT-bigG-14 up) ships with it."""
     model = sidecar_of(name)
-    return (precision_of(name) is not None or (model is not None and precision_of(model) is not None)
+    return (precision_of(name) is not None or model == TEXT_MODEL_FILE
+            or (model is not None and precision_of(model) is not None)
             or name in {manifest_file(p) for p in PRECISIONS}
             or name in RUNTIME_FILES or name in (CARD_FILE, CARD_RECORDS_FILE))
 

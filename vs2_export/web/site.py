@@ -59,6 +59,7 @@ def build_site(exported: str | Path, out: str | Path, ort_dist: str | Path,
                contract.MANIFEST_FILE: contract.manifest_file(precision)}
     for name in EXPORT_REQUIRED:
         _require(exported / variant[name], "the export folder")
+    _fits_the_browser(exported / variant[contract.MODEL_FILE])
     for name in ORT_WEB_FILES:
         _require(ort_dist / name, f"onnxruntime-web's dist folder (npm install "
                  f"onnxruntime-web@{ORT_WEB_VERSION}: node_modules/onnxruntime-web/dist)")
@@ -69,11 +70,25 @@ def build_site(exported: str | Path, out: str | Path, ort_dist: str | Path,
     for name in EXPORT_REQUIRED:
         _copy(exported / variant[name], out / "model" / name)
     for name in EXPORT_OPTIONAL:
-        if (exported / name).is_file():
+        if (exported / name).is_file() and not _has_sidecar(exported / name):
             _copy(exported / name, out / "model" / name)
-        else:  # a refreshed site must not keep a file of an earlier export
+        else:  # a refreshed site must not keep a file of an earlier export; a text graph over
+            # 2 GB (ViT-bigG-14) stays out: the page then classifies into the export's classes
             (out / "model" / name).unlink(missing_ok=True)
     return out
+
+
+def _has_sidecar(path: Path) -> bool:
+    return path.with_name(contract.sidecar_name(path)).is_file()
+
+
+def _fits_the_browser(model: Path) -> None:
+    """A graph over 2 GB (weights in a sidecar) cannot run in the page: wasm32 addresses 4 GB,
+    which must hold the weights, ORT's copy of them and the activations."""
+    if _has_sidecar(model):
+        raise SiteError(f"{model}: its weights ({contract.sidecar_name(model)}) are over 2 GB, "
+                        "too big for a browser's 4 GB wasm memory; serve a smaller variant "
+                        "(--precision int8)")
 
 
 def _require(path: Path, where: str) -> None:
