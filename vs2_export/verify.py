@@ -122,9 +122,11 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
     spec = record.model_spec()
     log.info("%s (sources: %s)", describe(spec.name, spec.source, record.model.get("weights_sha256")),
              contract.record_path(run, path.parent.name))
+    # The reference first: it frees its text tower before ORT loads the graph, so the peak is
+    # image tower + graph, not + text tower (ViT-bigG-14: 2.8 GB less; docs/design.md).
+    parts = rebuild_reference(record, cfg)
     session = Vs2Session(path, provider=cfg.provider, precision=precision,
                          optimization="basic" if precision == "fp16" else "all")
-    parts = rebuild_reference(record, cfg)
     paths = _images(cfg, record)
     batch, ref_pixels = graph_and_reference_pixels(paths, session.manifest.pixel_input,
                                                    parts.clip.preprocess)
