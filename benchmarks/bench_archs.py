@@ -45,8 +45,9 @@ def timed(*args: str | Path) -> dict:
 
 def files_mb(folder: Path) -> dict[str, float]:
     """Every model file (and sidecar) in the export folder -> MB."""
+    text = (contract.TEXT_MODEL_FILE, contract.sidecar_name(contract.TEXT_MODEL_FILE))
     return {p.name: round(p.stat().st_size / 1e6, 1) for p in sorted(folder.iterdir())
-            if p.name.startswith(Path(contract.MODEL_FILE).stem) or p.name == contract.TEXT_MODEL_FILE}
+            if p.name.startswith(Path(contract.MODEL_FILE).stem) or p.name in text}
 
 
 def bench_arch(name: str, work: Path, int8: bool) -> dict:
@@ -78,14 +79,12 @@ def bench_arch(name: str, work: Path, int8: bool) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     """The README's table: one line per architecture."""
-    lines = ["| model (random weights) | d | model.onnx (+ .data) | int8 | text.onnx | export: time, peak "
+    lines = ["| model (random weights) | d | model.onnx | model.int8.onnx | text.onnx | export: time, peak "
              "| verify fp32: time, peak, verdict | verify int8 | classify 4 images |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mb, ex = r.get("files_mb", {}), r["export"]
-        fp32 = mb.get(contract.MODEL_FILE, 0) + mb.get(contract.sidecar_name(contract.MODEL_FILE), 0)
-        sidecar = " (sidecar)" if contract.sidecar_name(contract.MODEL_FILE) in mb else ""
-        cells = [r["model"], str(r["width"]), f"{fp32:,.0f} MB{sidecar}",
+        cells = [r["model"], str(r["width"]), _mb(mb, contract.MODEL_FILE),
                  _mb(mb, contract.model_file("int8")), _mb(mb, contract.TEXT_MODEL_FILE),
                  f"{ex['seconds']:.0f} s, {ex['peak_gib']:.1f} GiB" + ("" if not ex["rc"] else " FAILED")]
         for step in ("verify_fp32", "verify_int8", "classify"):
@@ -97,8 +96,10 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _mb(sizes: dict[str, float], name: str) -> str:
-    total = sizes.get(name, 0) + sizes.get(contract.sidecar_name(name), 0)
-    return f"{total:,.0f} MB" if total else "-"
+    """A graph's size with its sidecar's, marked when it has one."""
+    sidecar = contract.sidecar_name(name)
+    total = sizes.get(name, 0) + sizes.get(sidecar, 0)
+    return f"{total:,.0f} MB" + (" (sidecar)" if sidecar in sizes else "") if total else "-"
 
 
 def main() -> None:
