@@ -128,16 +128,23 @@ def _create(name: str, pretrained: str | None) -> nn.Module:
         # Seeded, so export and verify (two loads) see the same random model.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            return open_clip.create_model(name, pretrained=None)
+            return _build(name, None)
     path = Path(pretrained)
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
-        model = open_clip.create_model(name, pretrained=None)
+        model = _build(name, None)
         _load_state(model, read_state_dict(path), f"checkpoint {path}")
         return model
+    return _build(name, pretrained)
+
+
+def _build(name: str, pretrained: str | None) -> nn.Module:
+    """open_clip.create_model, its failures as one line: a download or tag error, or a tower
+    that needs a package this install lacks (HF text towers need `transformers`)."""
     try:
         return open_clip.create_model(name, pretrained=pretrained)
-    except Exception as exc:  # noqa: BLE001 - download and tag errors come in many types
-        raise Vs2Error(f"model {name}: could not load pretrained={pretrained!r} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - download, tag and import errors come in many types
+        what = "could not build it" if pretrained is None else f"could not load pretrained={pretrained!r}"
+        raise Vs2Error(f"model {name}: {what} ({exc})") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
