@@ -73,9 +73,12 @@ def test_bench_emits_wellformed_json_and_png(exported, tmp_path):
 def test_rows_are_timed_interleaved():
     calls = []
     runners = [lambda x, i=i: calls.append((i, len(x))) for i in range(3)]
-    times = interleaved(runners, np.zeros((4, 1)), (1, 4), runs=2, warmup=1)
-    assert times.shape == (3, 2, 2)
-    assert calls[:6] == [(0, 1), (0, 4), (1, 1), (1, 4), (2, 1), (2, 4)] == calls[6:12]
+    times = interleaved(runners, np.zeros((4, 1)), (1, 4), runs=4, warmup=1)
+    assert times.shape == (3, 2, 4) and (times > 0).all()
+    rounds = [calls[k:k + 6] for k in range(0, 30, 6)]
+    every = sorted((i, b) for i in range(3) for b in (1, 4))
+    assert all(sorted(r) == every for r in rounds)  # each round: every row at every batch once
+    assert len({tuple(r) for r in rounds}) > 1  # in an order that changes from round to round
 
 
 def test_load_warning_only_on_a_busy_machine():

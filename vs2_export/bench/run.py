@@ -8,7 +8,7 @@ OpenVINO when installed: fp32, int8, and bf16 where the CPU computes it), and wi
 fused fp32 graph without the CLS-only last block, with BiasGelu fusion, at lower ORT levels, etc.
 
 Honest timing: every session is started first, then the rows are timed round by round (each
-round times every row once per batch size), so load from other processes hits every row alike;
+round times every row once per batch size, in a new random order), so load from other processes hits every row alike;
 medians and p10-p90 over the rounds; the load average is recorded at both ends and a busy machine
 is flagged. Nothing is written into the export folder: the report goes to --out (default
 runs/bench-NAME/bench.json, chart beside it) and every graph the bench builds (the bare encoder,
@@ -72,17 +72,26 @@ def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
 
 
 def interleaved(runners: list[Callable[[np.ndarray], object]], pixels: np.ndarray,
-                batches: tuple[int, ...], runs: int, warmup: int) -> np.ndarray:
+                batches: tuple[int, ...], runs: int, warmup: int, seed: int = 0) -> np.ndarray:
     """Seconds [rows, batches, runs]: `warmup` untimed rounds, then `runs` timed ones; each round
-    calls every runner once per batch size, so drift in the machine's load hits all rows alike."""
+    calls every runner once per batch size, so drift in the machine's load hits all rows alike.
+
+    Each round runs its (row, batch) calls in a new seeded random order. In a fixed order each
+    call always follows the same neighbour: measured on this 2-core CPU (ViT-B-32, batch 1,
+    fixed order), the fused fp32 row ran 1.25x slower than the same graph loaded from its saved
+    optimised file, which sat elsewhere in the order; the likely cause is the neighbour's
+    thread pool still spinning (ORT's and OpenMP's workers spin before they sleep). Shuffling
+    spreads whatever a neighbour costs over every row (benchmarks/README.md)."""
     times = np.zeros((len(runners), len(batches), runs))
+    calls = [(i, j) for i in range(len(runners)) for j in range(len(batches))]
+    rng = np.random.default_rng(seed)
     for r in range(warmup + runs):
-        for i, runner in enumerate(runners):
-            for j, b in enumerate(batches):
-                start = time.perf_counter()
-                runner(pixels[:b])
-                if r >= warmup:
-                    times[i, j, r - warmup] = time.perf_counter() - start
+        for k in rng.permutation(len(calls)):
+            i, j = calls[k]
+            start = time.perf_counter()
+            runners[i](pixels[:batches[j]])
+            if r >= warmup:
+                times[i, j, r - warmup] = time.perf_counter() - start
     return times
 
 
