@@ -28,6 +28,15 @@ const PIECES = new RegExp(
   `${SPECIAL_TOKENS.join('|')}|'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${REGEX_SPACE}\\p{L}\\p{N}]+`,
   'giu');
 
+/** A local file path when running in Node and `source` names one (a path or a file: URL), else null. */
+async function nodePath(source) {
+  if (typeof source !== 'string' && !(source instanceof URL)) return null;
+  const text = String(source);
+  const isNode = typeof process !== 'undefined' && process.versions?.node;
+  if (!isNode || /^(https?|data|blob):/i.test(text)) return null;
+  return text.startsWith('file:') ? (await import('node:url')).fileURLToPath(text) : text;
+}
+
 /** Read a file as bytes: Uint8Array/ArrayBuffer as is, a URL with fetch, a path in Node. */
 export async function readBytes(source) {
   if (source instanceof Uint8Array) return source;
@@ -35,16 +44,22 @@ export async function readBytes(source) {
   if (typeof Response !== 'undefined' && source instanceof Response) {
     return new Uint8Array(await source.arrayBuffer());
   }
-  const text = String(source);
-  const isNode = typeof process !== 'undefined' && process.versions?.node;
-  if (isNode && !/^(https?|data|blob):/i.test(text)) {
+  const path = await nodePath(source);
+  if (path !== null) {
     const fs = await import('node:fs/promises');
-    const path = text.startsWith('file:') ? new URL(text) : text;
     return new Uint8Array(await fs.readFile(path));
   }
+  const text = String(source);
   const response = await fetch(text);
   if (!response.ok) throw new Error(`${text}: HTTP ${response.status} ${response.statusText}`);
   return new Uint8Array(await response.arrayBuffer());
+}
+
+/** What InferenceSession.create gets for a graph file: in Node its path, so that ONNX Runtime
+ *  also finds the weights of a graph over 2 GB in the sidecar beside it (model.onnx.data; a graph
+ *  given as bytes cannot, and Node reads no file over 2 GB into one buffer); elsewhere its bytes. */
+export async function graphSource(source) {
+  return (await nodePath(source)) ?? readBytes(source);
 }
 
 /** gunzip when the bytes start with the gzip magic (a server may have decoded it already). */

@@ -18,7 +18,7 @@
 // embedding, base_embedding [B, E], logits [B, C], fvu [B], steered [B] bool,
 // latent_indices [B, k] int64, latent_values [B, k].
 
-import { DEFAULT_CONTEXT_LENGTH, VOCAB_FILE, loadTokenizer, readBytes } from './tokenizer.js';
+import { DEFAULT_CONTEXT_LENGTH, VOCAB_FILE, graphSource, loadTokenizer, readBytes } from './tokenizer.js';
 
 export const OVERRIDABLE = ['steer_gamma', 'steer_lambda', 'gate_tau'];
 export const PIXEL_INPUTS = ['image_rgb', 'pixels_uint8', 'pixel_values'];
@@ -43,7 +43,7 @@ async function readJson(source) {
 export async function loadModel(ort, base, { sessionOptions = {}, model = 'model.onnx' } = {}) {
   const manifest = await readJson(join(base, 'manifest.json'));
   const t0 = now();
-  const session = await ort.InferenceSession.create(await readBytes(join(base, model)), sessionOptions);
+  const session = await ort.InferenceSession.create(await graphSource(join(base, model)), sessionOptions);
   const loadMs = now() - t0;
   let classEmbeddings = null;
   if (manifest.classes) {
@@ -184,7 +184,7 @@ export class Vs2Model {
     if (this.text) return this.text;
     const spec = this.manifest.text ?? {};
     const session = await this.ort.InferenceSession.create(
-      await readBytes(join(this.base, spec.model ?? 'text.onnx')), this.sessionOptions);
+      await graphSource(join(this.base, spec.model ?? 'text.onnx')), this.sessionOptions);
     const input = session.inputNames.includes('input_ids') ? 'input_ids' : session.inputNames[0];
     const output = session.outputNames.includes('text_embedding') ? 'text_embedding' : session.outputNames[0];
     const declared = session.inputMetadata?.find?.((m) => m.name === input)?.shape?.[1];
