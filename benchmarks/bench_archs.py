@@ -44,10 +44,11 @@ def timed(*args: str | Path) -> dict:
 
 
 def files_mb(folder: Path) -> dict[str, float]:
-    """Every model file (and sidecar) in the export folder -> MB."""
-    text = (contract.TEXT_MODEL_FILE, contract.sidecar_name(contract.TEXT_MODEL_FILE))
+    """Every graph (model files, text.onnx) and its sidecar in the export folder -> MB."""
+    def graph(name: str) -> bool:
+        return contract.precision_of(name) is not None or name == contract.TEXT_MODEL_FILE
     return {p.name: round(p.stat().st_size / 1e6, 1) for p in sorted(folder.iterdir())
-            if p.name.startswith(Path(contract.MODEL_FILE).stem) or p.name in text}
+            if graph(p.name) or graph(contract.sidecar_of(p.name) or "")}
 
 
 def bench_arch(name: str, work: Path, int8: bool) -> dict:
@@ -99,7 +100,9 @@ def _mb(sizes: dict[str, float], name: str) -> str:
     """A graph's size with its sidecar's, marked when it has one."""
     sidecar = contract.sidecar_name(name)
     total = sizes.get(name, 0) + sizes.get(sidecar, 0)
-    return f"{total:,.0f} MB" + (" (sidecar)" if sidecar in sizes else "") if total else "-"
+    if not total:
+        return "-"
+    return f"{total:,.0f} MB" + (" (sidecar)" if sidecar in sizes else "")
 
 
 def main() -> None:

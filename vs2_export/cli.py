@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import typer
@@ -34,6 +33,7 @@ from .config import (
     QuickstartConfig,
     TrainConfig,
     VerifyConfig,
+    default,
 )
 from .errors import CheckFailed
 
@@ -110,12 +110,6 @@ def _show_version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     """Export CLIP with VS2 steering to one ONNX graph; run and verify it."""
-
-
-def default(cls: type, name: str):
-    """The dataclass default of cls.name: config.py is the only home of defaults."""
-    f = next(f for f in fields(cls) if f.name == name)
-    return f.default if f.default is not MISSING else f.default_factory()
 
 
 def cli_command(name: str | None = None) -> Callable:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import Vs2Error
@@ -55,6 +55,12 @@ def _paths(obj: object) -> None:
         value = getattr(obj, f.name)
         if isinstance(value, str) and "Path" in str(f.type):
             object.__setattr__(obj, f.name, Path(value))
+
+
+def default(cls: type, name: str):
+    """The dataclass default of cls.name: this module is the only home of defaults."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()
 
 
 def to_jsonable(obj: object) -> dict:

@@ -9,6 +9,7 @@ names by that relative path. The two are written and replaced as a pair (artifac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,16 @@ def save_onnx(model: ir.Model | onnx.ModelProto, path: Path) -> None:
         log.info("%s: weights in the sidecar %s", Path(path).name, location)
 
 
-def write_onnx(model: ir.Model | onnx.ModelProto, final: Path) -> Path:
-    """save_onnx under a temporary name, then into place with its sidecar (atomic_pair)."""
+def write_onnx(model: ir.Model | onnx.ModelProto, final: Path,
+               check: Callable[[Path], None] | None = None) -> Path:
+    """save_onnx under a temporary name, then into place with its sidecar (atomic_pair).
+    check(temporary path), if given, runs on the written pair first; a failure keeps neither.
+    A `model` the caller passed without keeping a reference is freed before the check."""
     with atomic_pair(final, contract.sidecar_name(final)) as tmp:
         save_onnx(model, tmp)
+        del model
+        if check is not None:
+            check(tmp)
     return Path(final)
 
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import atomic_pair, atomic_path
+from .artifacts import atomic_path
 from .clip import LoadedClip, no_mha_fastpath
 from .errors import Vs2Error
-from .onnx_files import onnx_mb, save_onnx
+from .onnx_files import onnx_mb, write_onnx
 from .runtime import contract
 from .runtime.providers import create_session
 from .runtime.tokenizer import TokenizerError, TokenizerSpec, open_clip_vocab, spec_of_open_clip
@@ -70,10 +70,8 @@ def write_text_tower(clip: LoadedClip, out: Path) -> None:
     kept."""
     tower = TextTower(clip.model).eval()
     ids = clip.tokenizer(list(CHECK_PROMPTS))
-    final = out / contract.TEXT_MODEL_FILE
-    with atomic_pair(final, contract.sidecar_name(final)) as tmp:
-        save_onnx(_traced(tower, ids), tmp)
-        _check_text_graph(tmp, tower, ids)
+    final = write_onnx(_traced(tower, ids), out / contract.TEXT_MODEL_FILE,
+                       check=lambda tmp: _check_text_graph(tmp, tower, ids))
     with atomic_path(out / contract.VOCAB_FILE) as tmp:
         shutil.copyfile(open_clip_vocab(), tmp)
     log.info("exported %s (%.1f MB)", final, onnx_mb(final))
@@ -82,7 +80,7 @@ def write_text_tower(clip: LoadedClip, out: Path) -> None:
 def _traced(tower: TextTower, ids: torch.Tensor) -> onnx.ModelProto:
     """The TorchScript exporter's graph of `tower`, weights in memory. It writes a model over
     2 GB as one file per tensor beside the graph, hence a scratch folder, read back whole and
-    saved by onnx_files.save_onnx (one sidecar, the layout the runtime's guard accepts)."""
+    saved by onnx_files.write_onnx (one sidecar, the layout the runtime's guard accepts)."""
     with tempfile.TemporaryDirectory(prefix="vs2-text-") as scratch:
         raw = Path(scratch) / contract.TEXT_MODEL_FILE
         # The TorchScript exporter: 0.6-2 s where dynamo took 20 s on the demo tower, and

@@ -8,9 +8,9 @@ OpenVINO when installed: fp32, int8, and bf16 where the CPU computes it), and wi
 fused fp32 graph without the CLS-only last block, with BiasGelu fusion, at lower ORT levels, etc.
 
 Honest timing: every session is started first, then the rows are timed round by round (each
-round times every row once per batch size, in a new random order), so load from other processes hits every row alike;
-medians and p10-p90 over the rounds; the load average is recorded at both ends and a busy machine
-is flagged. Nothing is written into the export folder: the report goes to --out (default
+round times every row once per batch size, in a new random order), so load from other processes
+hits every row alike; medians and p10-p90 over the rounds; the load average is recorded at both
+ends and a busy machine is flagged. Nothing is written into the export folder: the report goes to --out (default
 runs/bench-NAME/bench.json, chart beside it) and every graph the bench builds (the bare encoder,
 ablations) goes to a temporary folder.
 """

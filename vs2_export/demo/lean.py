@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..artifacts import write_json
-from ..config import CalibrateConfig, ModelSpec, SAEConfig
+from ..config import CalibrateConfig, ModelSpec, SAEConfig, default
 from ..sae import TopKSAE, save_sae
 from ..steering import SteeringParams
 
@@ -41,10 +41,9 @@ def lean_parts(work: Path, model: ModelSpec, width: int, weights_sha256: str,
     origin = {"id": model.name, "source": model.pretrained, "weights_sha256": weights_sha256}
     sae = TopKSAE(SAEConfig(d=width, expansion=expansion, k=k))
     checksum = save_sae(sae, work / "sae", origin=origin)
-    steer = CalibrateConfig(work, work, work / "steering.json")
-    params = SteeringParams(gamma=steer.gamma, lambda_=steer.lambda_, quantile=steer.quantile,
-                            tau=1e3, sae_sha256=checksum,
-                            fvu_stats={}, n_samples=0, model_id=model.name,
-                            model_source=model.pretrained, model_weights_sha256=weights_sha256)
+    steering = {k: default(CalibrateConfig, k) for k in ("gamma", "lambda_", "quantile")}
+    params = SteeringParams(**steering, tau=1e3, sae_sha256=checksum, fvu_stats={}, n_samples=0,
+                            model_id=model.name, model_source=model.pretrained,
+                            model_weights_sha256=weights_sha256)
     write_json(work / "steering.json", params.to_dict())
     return work / "sae", work / "steering.json"
