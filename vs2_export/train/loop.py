@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,7 +95,11 @@ class TrainResult:
 
 @contextlib.contextmanager
 def deterministic() -> Iterator[None]:
-    """A fixed seed must give bit-identical weights: have torch refuse nondeterministic kernels."""
+    """A fixed seed must give bit-identical weights: have torch refuse nondeterministic kernels.
+    On CUDA, torch then refuses every cuBLAS matmul unless cuBLAS runs with a fixed workspace
+    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS first starts in the process: torch's
+    "Reproducibility" notes); a user's own setting wins."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
