@@ -8,7 +8,10 @@ Everything that opens a graph (the runtime, export's checks, verify, bench, doct
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -85,9 +88,28 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
+    if provider == "cuda":
+        _preload_cuda_libraries()
     session = _load(model, options, PROVIDERS[provider])
     _check_provider(session, provider, allow_cpu_fallback)
     return session
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """`pip install onnxruntime-gpu[cuda,cudnn]` puts CUDA and cuDNN in nvidia-* packages, where
+    the dynamic loader does not look, so the CUDA provider fails to load in a process without
+    torch (the torch-free runtime). ORT's preload_dlls (1.21+) loads them from there, and skips
+    what torch loaded already (ORT's CUDA EP docs, "Preload DLLs"). Its notices go to stdout,
+    which `--json` output owns: they go to stderr instead."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            preload()
+        except OSError as exc:  # a library it found but could not load: the provider check says
+            log.info("onnxruntime.preload_dlls: %s", exc)
 
 
 def _openvino(model: Path | bytes, precision: str, threads: int | None) -> OpenVinoSession:
