@@ -18,6 +18,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,18 +31,30 @@ from vs2_export.runtime import contract
 REPO = Path(__file__).resolve().parents[1]
 
 
-def timed(*args: str | Path) -> dict:
-    """`vs2 ARGS` in a child -> {seconds, peak_gib, rc}; a failure prints its stderr tail."""
+def timed(*args: str | Path, timeout: float | None = None, keep_stdout: bool = False) -> dict:
+    """`vs2 ARGS` in a child -> {seconds, peak_gib, rc} (+ stdout when keep_stdout); a failure
+    prints its stderr tail and adds it as `error`; past `timeout` seconds the child is killed."""
     argv = [sys.executable, "-m", "vs2_export.cli", *map(str, args)]
-    started = time.monotonic()
-    child = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
-    if rc:
-        print(err.decode(errors="replace")[-2000:], file=sys.stderr)
-    return {"seconds": round(time.monotonic() - started, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 2),
-            "rc": rc}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        child = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err)
+        killer = threading.Timer(timeout, child.kill) if timeout else None
+        if killer:
+            killer.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        if killer:
+            killer.cancel()
+        rc = os.waitstatus_to_exitcode(status)
+        row = {"seconds": round(time.monotonic() - started, 1),
+               "peak_gib": round(usage.ru_maxrss / 2**20, 2), "rc": rc}
+        if keep_stdout:
+            out.seek(0)
+            row["stdout"] = out.read().decode(errors="replace")
+        if rc:
+            err.seek(0)
+            row["error"] = err.read().decode(errors="replace")[-4000:]
+            print(row["error"], file=sys.stderr)
+    return row
 
 
 def files_mb(folder: Path) -> dict[str, float]:

@@ -1,0 +1,251 @@
+"""Everything a lent GPU machine should check, in one run (issue 11 item 5):
+
+    python benchmarks/gpu_check.py OUT [--work DIR] [--seconds 480]
+
+A GPU is lent to some sessions only, for minutes, so this is one prepared script that records
+what ran and what did not rather than stopping at the first failure:
+1. the machine: GPU, torch and its CUDA, ONNX Runtime's providers, OpenVINO, the CPU's flags;
+2. `vs2 doctor`;
+3. extract (ViT-B-32, random weights) on cuda and on cpu, and how far the two stores differ;
+4. train the SAE on cuda and on cpu, on the same store;
+5. calibrate, then export fp32 + fp16 + int8;
+6. verify with --provider cuda (fp32 and fp16): the GPU path when ORT offers CUDA, its one-line
+   refusal when it does not; `vs2 classify --provider cuda` (torch-free); `vs2 bench` on cuda;
+7. the PyTorch VS2 forward on CUDA in fp32 and fp16 (autocast), ms per image, against CPU;
+8. verify on this CPU (fp32, int8; OpenVINO fp32 and bf16), and `vs2 bench` with 2 threads
+   (ORT and OpenVINO rows).
+Each step is the real CLI in its own process (bench_archs.timed); OUT/gpu.json is rewritten
+after every step, so a run cut short still reports what ran (images, stores and graphs go to
+--work, not OUT). Steps that would overrun --seconds are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_archs import timed
+
+from vs2_export.config import ModelSpec
+from vs2_export.demo.data import generate_unlabeled, write_classes
+from vs2_export.store import ActivationStore, store_array
+
+MODEL = ModelSpec("ViT-B-32", "none")
+REPO = Path(__file__).resolve().parents[1]
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    """What this machine offers: GPU, torch, ONNX Runtime, OpenVINO, CPU."""
+    info: dict = {"python": platform.python_version(), "torch": torch.__version__,
+                  "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+                  "cores": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True, check=False)
+        info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+    except FileNotFoundError:
+        info["nvidia_smi"] = "not installed"
+    import onnxruntime as ort
+    info["onnxruntime"] = ort.__version__
+    info["ort_providers"] = ort.get_available_providers()
+    info["ort_distributions"] = [d for d in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")
+                                 if _installed(d)]
+    try:
+        import openvino as ov
+        core = ov.Core()
+        info["openvino"] = ov.get_version()
+        info["openvino_cpu"] = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # noqa: BLE001 - recorded, not fatal: OpenVINO is an optional extra
+        info["openvino"] = f"unavailable: {exc}"
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split())
+    info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                       if line.startswith("model name"))
+    info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
+    return info
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.version(dist)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def store_diff(a: Path, b: Path) -> dict:
+    """Two stores of the same images -> min row cosine and max abs difference."""
+    x, y = (np.concatenate(list(ActivationStore(p).iter_batches(4096))) for p in (a, b))
+    cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+    return {"rows": len(x), "cos_min": float(cos.min()), "max_abs": float(np.abs(x - y).max())}
+
+
+def big_store(acts: Path, out: Path, rows: int) -> Path:
+    """`rows` activations for timing training: the extracted rows tiled, with 1% noise so no
+    two rows are the same."""
+    h = np.concatenate(list(ActivationStore(acts).iter_batches(4096)))
+    rng = np.random.default_rng(0)
+    tiled = np.resize(h, (rows, h.shape[1]))
+    tiled += 0.01 * h.std() * rng.standard_normal(tiled.shape, dtype=np.float32)
+    meta = ActivationStore(acts).origin
+    return store_array(out, tiled, meta["id"], meta["source"], weights_sha256=meta["weights_sha256"])
+
+
+def torch_forward(work: Path, sae: Path, batches: tuple[int, ...] = (1, 16, 128)) -> dict:
+    """The fused PyTorch module (the graph's source) on CUDA in fp32 and fp16 autocast, and on
+    the CPU: ms per image (median of 20 after 5 warm-ups; CUDA timed with events) and the
+    steered embedding's min cosine against CPU fp32."""
+    from vs2_export.fused import build_steered_clip
+    parts = build_steered_clip(MODEL, sae, work / "steering.json", (), ())
+    module, inputs = parts.module, parts.inputs()
+    pixels = torch.randn(max(batches), 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        cpu = module(pixels[:16], **inputs)[0]
+    rows = {"cpu_fp32_b16": _ms_cpu(module, pixels[:16], inputs)}
+    if not torch.cuda.is_available():
+        return rows
+    module = module.cuda()
+    gpu_inputs = {k: v.cuda() for k, v in inputs.items()}
+    for dtype in (None, torch.float16):
+        name = "fp32" if dtype is None else "fp16_autocast"
+        for b in batches:
+            x = pixels[:b].cuda()
+            rows[f"cuda_{name}_b{b}"] = _ms_cuda(module, x, gpu_inputs, dtype)
+        with torch.inference_mode(), torch.autocast("cuda", dtype or torch.float32, enabled=dtype is not None):
+            got = module(pixels[:16].cuda(), **gpu_inputs)[0].float().cpu()
+        rows[f"cuda_{name}_cos_min_vs_cpu"] = float(torch.nn.functional.cosine_similarity(got, cpu).min())
+    return rows
+
+
+def _ms_cpu(module, x, inputs) -> float:
+    with torch.inference_mode():
+        for _ in range(2):
+            module(x, **inputs)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            module(x, **inputs)
+            times.append(time.perf_counter() - t)
+    return round(1e3 * float(np.median(times)) / len(x), 3)
+
+
+def _ms_cuda(module, x, inputs, dtype) -> float:
+    times = []
+    with torch.inference_mode(), torch.autocast("cuda", dtype or torch.float32, enabled=dtype is not None):
+        for i in range(25):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            module(x, **inputs)
+            end.record()
+            torch.cuda.synchronize()
+            if i >= 5:
+                times.append(start.elapsed_time(end))
+    return round(float(np.median(times)) / len(x), 4)
+
+
+class Steps:
+    """Runs named steps under a deadline; each result (or error) lands in OUT/gpu.json at once."""
+
+    def __init__(self, out: Path, seconds: float):
+        self.out, self.deadline, self.results = out, time.monotonic() + seconds, {}
+
+    def run(self, name: str, budget: float, fn, *args, **kwargs):
+        left = self.deadline - time.monotonic()
+        if left < budget:
+            self.results[name] = {"skipped": f"{left:.0f} s left, step needs ~{budget:.0f} s"}
+        else:
+            started = time.monotonic()
+            try:
+                self.results[name] = fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - one failed step must not hide the others
+                self.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{name}: {time.monotonic() - started:.1f} s", flush=True)
+        (self.out / "gpu.json").write_text(json.dumps(self.results, indent=1, default=str))
+        return self.results[name]
+
+
+def cli(*args, timeout: float = 300) -> dict:
+    """A CLI step; its --json stdout parsed when it printed some."""
+    row = timed(*args, timeout=timeout, keep_stdout=True)
+    text = row.pop("stdout").strip()
+    try:
+        row["json"] = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        row["stdout_tail"] = text[-1500:]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--work", type=Path, default=None, help="default: OUT/work")
+    parser.add_argument("--seconds", type=float, default=480)
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--train-rows", type=int, default=131072)
+    a = parser.parse_args()
+    work = a.work or a.out / "work"
+    for folder in (a.out, work):
+        folder.mkdir(parents=True, exist_ok=True)
+    s = Steps(a.out, a.seconds)
+    model = ("--model", MODEL.name, "--pretrained", MODEL.pretrained)
+    s.run("machine", 5, machine)
+    s.run("doctor", 30, cli, "doctor", "--no-demo", "--json", timeout=60)
+    images = work / "images"
+    s.run("images", 20, lambda: {"n": len(list(generate_unlabeled(images, a.images, seed=2).glob("*.png")))})
+    for dev in ("cuda", "cpu"):
+        s.run(f"extract_{dev}", 40, cli, "extract", "--images", images, "--out", work / f"acts-{dev}",
+              *model, "--device", dev, "--batch-size", 256 if dev == "cuda" else 64, "--force",
+              "--json", timeout=180)
+    s.run("extract_cuda_vs_cpu", 10, store_diff, work / "acts-cuda", work / "acts-cpu")
+    acts = work / "acts-cuda" if (work / "acts-cuda" / "meta.json").exists() else work / "acts-cpu"
+    s.run("train_store", 20, lambda: {"rows": len(ActivationStore(big_store(acts, work / "big", a.train_rows)))})
+    for dev in ("cuda", "cpu"):
+        s.run(f"train_{dev}", 60, cli, "train", "--acts", work / "big", "--out", work / f"sae-{dev}",
+              "--epochs", 2, "--device", dev, "--force", "--json", timeout=240)
+    sae = work / "sae-cuda" if (work / "sae-cuda" / "cfg.json").exists() else work / "sae-cpu"
+    s.run("calibrate", 30, cli, "calibrate", "--acts", acts, "--sae", sae, "--out",
+          work / "steering.json", "--force", "--json", timeout=120)
+    exported = work / "exported"
+    s.run("export", 90, cli, "export", "--sae", sae, "--steering", work / "steering.json",
+          "--out", exported, *model, "--classes", write_classes(work / "classes.txt"),
+          "--precision", "fp32", "--precision", "fp16", "--precision", "int8",
+          "--calibration", REPO / "calibration", "--run", work, "--force", "--json", timeout=300)
+    verify = ("verify", exported, "--run", work, "--max-images", 64, "--json")
+    checks = (("cuda", "fp32"), ("cuda", "fp16"), ("cpu", "fp32"), ("cpu", "int8"),
+              ("openvino", "fp32"), ("openvino", "bf16"))
+    for provider, precision in checks[:2]:
+        s.run(f"verify_{provider}_{precision}", 30, cli, *verify, "--provider", provider,
+              "--precision", precision, "--report", work / f"verify-{provider}-{precision}.json",
+              timeout=180)
+    # The torch-free runtime: no torch in the process to have loaded CUDA and cuDNN already.
+    s.run("classify_cuda", 20, cli, "classify", exported, images, "--provider", "cuda", "--json",
+          timeout=120)
+    s.run("bench_cuda", 60, cli, "bench", exported, "--run", work, "--provider", "cuda",
+          "--batch", 1, "--batch", 16, "--batch", 128, "--runs", 10,
+          "--report", work / "bench-cuda.json", "--json", timeout=180)
+    s.run("torch_forward", 40, torch_forward, work, sae)
+    for provider, precision in checks[2:]:
+        s.run(f"verify_{provider}_{precision}", 30, cli, *verify, "--provider", provider,
+              "--precision", precision, "--report", work / f"verify-{provider}-{precision}.json",
+              timeout=180)
+    s.run("bench_cpu_2threads", 100, cli, "bench", exported, "--run", work, "--threads", 2,
+          "--runs", 6, "--warmup", 1, "--openvino", "--report", work / "bench-cpu.json", "--json",
+          timeout=240)
+    print(json.dumps({k: v.get("rc", "-") if isinstance(v, dict) else "-" for k, v in s.results.items()}))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
