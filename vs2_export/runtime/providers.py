@@ -90,7 +90,7 @@ def create_session(model: Path | bytes, provider: str = "cpu", *, precision: str
         options.profile_file_prefix = str(profile_prefix)
     if provider == "cuda":
         _preload_cuda_libraries()
-    session = _load(model, options, PROVIDERS[provider])
+    session = _load(model, options, PROVIDERS[provider], _provider_options(provider, precision))
     _check_provider(session, provider, allow_cpu_fallback)
     return session
 
@@ -179,14 +179,24 @@ def _optimized_external_data(options: ort.SessionOptions, optimized_model: Path)
         "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
 
 
-def _load(model: Path | bytes, options: ort.SessionOptions,
-          providers: list[str]) -> ort.InferenceSession:
+def _provider_options(provider: str, precision: str | None) -> dict[str, dict[str, str]]:
+    """ORT's CUDA provider computes fp32 MatMul and Conv in TF32 by default (use_tf32=1: 10
+    mantissa bits), which moved latents 6e-4 and swapped a top-k pick on an H100 (verify FAIL at
+    fp32's tolerances, benchmarks/README.md 'GPU'). fp32 means fp32 here; fp16 is the fast file."""
+    if provider == "cuda" and precision in (None, "fp32"):
+        return {"CUDAExecutionProvider": {"use_tf32": "0"}}
+    return {}
+
+
+def _load(model: Path | bytes, options: ort.SessionOptions, providers: list[str],
+          provider_options: dict[str, dict[str, str]]) -> ort.InferenceSession:
     available = ort.get_available_providers()
     # Asking for a provider this build lacks only makes ORT warn; the provider check reports it.
     wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(source, options, providers=wanted)
+        return ort.InferenceSession(source, options, providers=wanted,
+                                    provider_options=[provider_options.get(p, {}) for p in wanted])
     except Exception as exc:  # noqa: BLE001  ORT raises pybind classes (InvalidProtobuf, Fail, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         name = "the graph" if isinstance(model, bytes) else str(model)
