@@ -1,19 +1,20 @@
 """provider='openvino' (runtime/openvino_session.py): the same run() contract as ONNX Runtime on
 the fake contract graph (test_runtime.py), overridable scalars included; bf16 as a compute
 precision of model.onnx, refused where the CPU cannot compute it; verify --provider openvino on
-the demo export. Skipped where the [openvino] extra is not installed."""
+the demo export. Skipped where the [openvino] extra is not installed (tests/extras.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from extras import import_extra
 from test_runtime import build_fake_model, expected_outputs, pixels, save_model
 
 from vs2_export.runtime import ProviderError, Vs2Session, contract
 from vs2_export.runtime.providers import create_session
 
-openvino_session = pytest.importorskip("vs2_export.runtime.openvino_session")
-pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+import_extra("openvino", "openvino")
+openvino_session = import_extra("vs2_export.runtime.openvino_session", "openvino")
 BF16 = "bf16" in openvino_session.cpu_precisions()
 
 

@@ -1,12 +1,13 @@
 """Ray Data batch inference (runtime/ray_batch.py) on a local Ray instance: `map_batches` with
-the Vs2Batch actor gives what Vs2Session.embed gives on the same files (skipped where the [ray]
-extra is not installed: 500 MB of downloads CI does not spend); the callable itself (Ray's batch
-format, columns, errors) is tested everywhere."""
+the Vs2Batch actor gives what Vs2Session.embed gives on the same files (CI installs the [ray]
+extra; elsewhere a missing one skips, tests/extras.py); the callable itself (Ray's batch format,
+columns, errors) is tested everywhere."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from extras import import_extra
 from test_runtime import build_fake_model, save_model
 
 from vs2_export.demo.data import generate_unlabeled
@@ -16,7 +17,7 @@ from vs2_export.runtime.ray_batch import Vs2Batch
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    ray = import_extra("ray", "ray")
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
