@@ -52,7 +52,10 @@ class Tolerances:
     topk_tie: float
     """A top-k swap is a near-tie when each swapped latent's value is within this fraction of
     the image's largest latent value of the other side's k-th value; latent values are
-    compared by index with the same relative tolerance."""
+    compared by index with latent_rel."""
+    latent_rel: float
+    """Max difference of a latent's value (same index on both sides), as a fraction of the
+    image's largest latent value."""
     max_flip_fraction: float
     """Top-k flips (and, separately, gate flips) allowed, as a fraction of the images."""
     min_top1_agreement: float
@@ -69,20 +72,28 @@ class Tolerances:
 TOLERANCES = {
     "fp32": Tolerances(embedding_cosine=0.99999, embedding_max_abs=1e-4, fvu_abs=1e-4,
                        logits_abs=1e-4, logits_tie=1e-3, gate_margin=1e-4, topk_tie=1e-4,
+                       latent_rel=1e-4,
                        max_flip_fraction=0.0, min_top1_agreement=1.0, gate_rel=1e-3),
     # fp16 fvu_abs: the demo measured 0.0103 (FVU is a ratio over a small spread).
     "fp16": Tolerances(embedding_cosine=0.999, embedding_max_abs=1e-2, fvu_abs=2e-2,
                        logits_abs=1e-2, logits_tie=5e-2, gate_margin=1e-2, topk_tie=1e-2,
+                       latent_rel=1e-2,
                        max_flip_fraction=0.02, min_top1_agreement=0.99, gate_rel=1e-1),
+    # int8 latent_rel: a latent moves with h, which int8 moves by up to embedding_cosine's 0.99
+    # (~14% of |h|); measured 0.041 (trained SAE, AMX host) and 0.052 (an SAE after 2 epochs on
+    # 8,192 rows, this host) on random ViT-B-32 while every other check passed: 5e-2 cried wolf.
     "int8": Tolerances(embedding_cosine=0.99, embedding_max_abs=5e-2, fvu_abs=5e-2,
                        logits_abs=5e-2, logits_tie=2e-1, gate_margin=5e-2, topk_tie=5e-2,
+                       latent_rel=1e-1,
                        max_flip_fraction=0.05, min_top1_agreement=0.98, gate_rel=5e-1),
     # bf16 (OpenVINO computing model.onnx, contract.COMPUTE_PRECISIONS): 8 mantissa bits to
     # fp16's 11, but OpenVINO keeps accumulation and the sensitive ops in f32: fp16's rules.
-    # Measured on a Xeon with AMX (random ViT-B-32, 64 images): latent_values 0.0082, embedding
-    # max_abs 0.00097, no flips (benchmarks/README.md, 'GPU machine'); AVX2 CPUs cannot run it.
+    # Measured on a Xeon with AMX (random ViT-B-32, 64 images): latent values 0.0082 (fp16 on
+    # CUDA: 0.0018), embedding max_abs 0.00097, no flips (benchmarks/README.md, 'GPU machine'),
+    # so latent_rel gets 3x that one measurement rather than fp16's 1e-2. AVX2 CPUs cannot run it.
     "bf16": Tolerances(embedding_cosine=0.999, embedding_max_abs=1e-2, fvu_abs=2e-2,
                        logits_abs=1e-2, logits_tie=5e-2, gate_margin=1e-2, topk_tie=1e-2,
+                       latent_rel=2.5e-2,
                        max_flip_fraction=0.02, min_top1_agreement=0.99, gate_rel=1e-1),
 }
 
@@ -235,7 +246,7 @@ def _latent_values(same, got, rows: np.ndarray, tol: Tolerances) -> Check:
         gv = got[contract.LATENT_VALUES][i][np.argsort(gi)].astype(np.float64)
         rel[i] = np.abs(rv - gv).max() / max(float(np.abs(rv).max()), 1e-12)
     value = float(rel[judged].max()) if judged.any() else 0.0
-    return Check("latent_values.max_rel", value <= tol.topk_tie, value, tol.topk_tie,
+    return Check("latent_values.max_rel", value <= tol.latent_rel, value, tol.latent_rel,
                  int(judged.sum()), n, _worst(rel, judged))
 
 
