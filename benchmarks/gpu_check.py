@@ -4,8 +4,8 @@
 
 A GPU is lent to some sessions only, for minutes, so this is one prepared script that records
 what ran and what did not rather than stopping at the first failure:
-1. the machine: GPU, torch and its CUDA, ONNX Runtime's providers, OpenVINO, the CPU's flags;
-2. `vs2 doctor`;
+1. the machine: GPU, torch and its CUDA, the CPU's model and flags;
+2. `vs2 doctor` (versions, ONNX Runtime's providers, OpenVINO's precisions);
 3. extract (ViT-B-32, random weights) on cuda and on cpu, and how far the two stores differ;
 4. train the SAE on cuda and on cpu, on the same store;
 5. calibrate, then export fp32 + fp16 + int8;
@@ -22,10 +22,9 @@ after every step, so a run cut short still reports what ran (images, stores and 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
+import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,18 +36,18 @@ from bench_archs import timed
 
 from vs2_export.config import ModelSpec
 from vs2_export.demo.data import generate_unlabeled, write_classes
+from vs2_export.doctor import cpu_flags
 from vs2_export.store import ActivationStore, store_array
 
 MODEL = ModelSpec("ViT-B-32", "none")
 REPO = Path(__file__).resolve().parents[1]
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def machine() -> dict:
-    """What this machine offers: GPU, torch, ONNX Runtime, OpenVINO, CPU."""
-    info: dict = {"python": platform.python_version(), "torch": torch.__version__,
-                  "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-                  "cores": os.cpu_count()}
+    """What `vs2 doctor` (the next step) does not say: the GPU, torch's CUDA, the CPU model."""
+    info: dict = {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
+                  "cuda_available": torch.cuda.is_available(), "cores": os.cpu_count(),
+                  "cpu_flags": cpu_flags()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -57,37 +56,18 @@ def machine() -> dict:
         info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
     except FileNotFoundError:
         info["nvidia_smi"] = "not installed"
-    import onnxruntime as ort
-    info["onnxruntime"] = ort.__version__
-    info["ort_providers"] = ort.get_available_providers()
-    info["ort_distributions"] = [d for d in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")
-                                 if _installed(d)]
-    try:
-        import openvino as ov
-        core = ov.Core()
-        info["openvino"] = ov.get_version()
-        info["openvino_cpu"] = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception as exc:  # noqa: BLE001 - recorded, not fatal: OpenVINO is an optional extra
-        info["openvino"] = f"unavailable: {exc}"
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split())
-    info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                       if line.startswith("model name"))
-    info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
+    with contextlib.suppress(OSError, StopIteration):
+        info["cpu"] = next(line.split(":", 1)[1].strip()
+                           for line in Path("/proc/cpuinfo").read_text().splitlines()
+                           if line.startswith("model name"))
     return info
-
-
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.version(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
 
 
 def store_diff(a: Path, b: Path) -> dict:
     """Two stores of the same images -> min row cosine and max abs difference."""
     x, y = (np.concatenate(list(ActivationStore(p).iter_batches(4096))) for p in (a, b))
+    if x.shape != y.shape:
+        raise ValueError(f"stores of other images: {x.shape} rows vs {y.shape}")
     cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
     return {"rows": len(x), "cos_min": float(cos.min()), "max_abs": float(np.abs(x - y).max())}
 
