@@ -14,8 +14,10 @@ for parity). Writes OUT/archs.json; times are this machine's under its load at t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,20 +35,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 def timed(*args: str | Path, timeout: float | None = None, keep_stdout: bool = False) -> dict:
     """`vs2 ARGS` in a child -> {seconds, peak_gib, rc} (+ stdout when keep_stdout); a failure
-    prints its stderr tail and adds it as `error`; past `timeout` seconds the child is killed."""
+    prints its stderr tail and adds it as `error`; past `timeout` seconds the child is killed
+    and the row says `timed_out`."""
     argv = [sys.executable, "-m", "vs2_export.cli", *map(str, args)]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
         child = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err)
-        killer = threading.Timer(timeout, child.kill) if timeout else None
-        if killer:
+        expired = threading.Event()
+
+        def expire() -> None:
+            # os.kill, not child.kill: Popen's poll() could reap the child before wait4 does.
+            expired.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+
+        killer = threading.Timer(timeout or 0, expire)
+        if timeout:
             killer.start()
-        _, status, usage = os.wait4(child.pid, 0)
-        if killer:
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
             killer.cancel()
-        rc = os.waitstatus_to_exitcode(status)
+        rc = child.returncode = os.waitstatus_to_exitcode(status)
         row = {"seconds": round(time.monotonic() - started, 1),
                "peak_gib": round(usage.ru_maxrss / 2**20, 2), "rc": rc}
+        if expired.is_set():
+            row["timed_out"] = True
         if keep_stdout:
             out.seek(0)
             row["stdout"] = out.read().decode(errors="replace")

@@ -52,10 +52,11 @@ def machine() -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True, check=False)
+                              "--format=csv,noheader"], capture_output=True, text=True, check=False,
+                             timeout=30)
         info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
-    except FileNotFoundError:
-        info["nvidia_smi"] = "not installed"
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        info["nvidia_smi"] = f"unavailable: {type(exc).__name__}"
     with contextlib.suppress(OSError, StopIteration):
         info["cpu"] = next(line.split(":", 1)[1].strip()
                            for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -64,10 +65,12 @@ def machine() -> dict:
 
 
 def store_diff(a: Path, b: Path) -> dict:
-    """Two stores of the same images -> min row cosine and max abs difference."""
-    x, y = (np.concatenate(list(ActivationStore(p).iter_batches(4096))) for p in (a, b))
-    if x.shape != y.shape:
-        raise ValueError(f"stores of other images: {x.shape} rows vs {y.shape}")
+    """Two stores of the same images, in the same order -> min row cosine and max abs
+    difference."""
+    stores = ActivationStore(a), ActivationStore(b)
+    x, y = (np.concatenate(list(s.iter_batches(4096))) for s in stores)
+    if x.shape != y.shape or stores[0].images != stores[1].images:
+        raise ValueError(f"stores of other images: {a} ({x.shape}) vs {b} ({y.shape})")
     cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
     return {"rows": len(x), "cos_min": float(cos.min()), "max_abs": float(np.abs(x - y).max())}
 
@@ -142,7 +145,11 @@ class Steps:
         self.out, self.deadline, self.results = out, time.monotonic() + seconds, {}
 
     def run(self, name: str, budget: float, fn, *args, **kwargs):
+        """fn(*args, **kwargs) unless under `budget` seconds are left; a `timeout` argument
+        (cli's) is cut to the time left, so no step outlives the deadline."""
         left = self.deadline - time.monotonic()
+        if "timeout" in kwargs:
+            kwargs["timeout"] = min(kwargs["timeout"], left)
         if left < budget:
             self.results[name] = {"skipped": f"{left:.0f} s left, step needs ~{budget:.0f} s"}
         else:

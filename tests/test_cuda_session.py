@@ -47,6 +47,13 @@ def test_fp32_on_cuda_is_computed_in_fp32(fake_cuda, tmp_path, precision, tf32):
     assert asked["CPUExecutionProvider"] == {}
 
 
+def test_a_graph_of_unknown_precision_is_computed_in_fp32(fake_cuda, tmp_path):
+    """From bytes (no file name to read the variant from) nothing says fp16: strict fp32."""
+    model = save_model(tmp_path / "m", build_fake_model()) / "model.onnx"
+    providers.create_session(model.read_bytes(), "cuda")
+    assert FakeSession.calls[-1]["CUDAExecutionProvider"] == {"use_tf32": "0"}
+
+
 def test_cpu_sessions_get_no_provider_options(fake_cuda, tmp_path):
     providers.create_session(save_model(tmp_path / "m", build_fake_model()) / "model.onnx", "cpu")
     assert FakeSession.calls[-1] == {"CPUExecutionProvider": {}}

@@ -21,10 +21,12 @@ def test_steps_record_errors_and_skip_what_would_overrun(tmp_path):
     steps.run("ok", 1, lambda: {"x": 1})
     steps.run("boom", 1, lambda: 1 / 0)
     steps.run("late", 60, lambda: {"never": 1})
+    steps.run("capped", 1, lambda timeout: {"timeout": timeout}, timeout=600)
     got = json.loads((tmp_path / "gpu.json").read_text())
     assert got["ok"] == {"x": 1}
     assert got["boom"]["error"].startswith("ZeroDivisionError")
     assert "skipped" in got["late"] and "never" not in got["late"]
+    assert got["capped"]["timeout"] <= 30  # a step's own timeout never outlives the deadline
 
 
 def test_training_store_and_store_comparison(store, tmp_path):
