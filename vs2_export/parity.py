@@ -80,8 +80,9 @@ TOLERANCES = {
                        latent_rel=1e-2,
                        max_flip_fraction=0.02, min_top1_agreement=0.99, gate_rel=1e-1),
     # int8 latent_rel: a latent moves with h, which int8 moves by up to embedding_cosine's 0.99
-    # (~14% of |h|); measured 0.041 (trained SAE, AMX host) and 0.052 (an SAE after 2 epochs on
-    # 8,192 rows, this host) on random ViT-B-32 while every other check passed: 5e-2 cried wolf.
+    # (~14% of |h|). Measured with every other check passing: 0.041 (trained SAE, AMX host) and
+    # 0.052 (an SAE after 2 epochs on 8,192 rows) on random ViT-B-32, 0.057 (dynamic int8 of the
+    # tests' noise-trained demo, tests/test_external_data.py): 5e-2 cried wolf.
     "int8": Tolerances(embedding_cosine=0.99, embedding_max_abs=5e-2, fvu_abs=5e-2,
                        logits_abs=5e-2, logits_tie=2e-1, gate_margin=5e-2, topk_tie=5e-2,
                        latent_rel=1e-1,

@@ -97,8 +97,10 @@ class TrainResult:
 def deterministic() -> Iterator[None]:
     """A fixed seed must give bit-identical weights: have torch refuse nondeterministic kernels.
     On CUDA, torch then refuses every cuBLAS matmul unless cuBLAS runs with a fixed workspace
-    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS first starts in the process: torch's
-    "Reproducibility" notes); a user's own setting wins."""
+    (CUBLAS_WORKSPACE_CONFIG; torch's "Reproducibility" notes). torch reads it once, at the
+    process's first cuBLAS call: set here, it covers `vs2 train` and any process whose first
+    CUDA matmul is training; code that ran CUDA matmuls before train_sae must set it itself
+    (torch's error then says so). A user's own setting wins."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
