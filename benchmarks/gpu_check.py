@@ -11,6 +11,7 @@ what ran and what did not rather than stopping at the first failure:
 5. calibrate, then export fp32 + fp16 + int8;
 6. verify with --provider cuda (fp32 and fp16): the GPU path when ORT offers CUDA, its one-line
    refusal when it does not; `vs2 classify --provider cuda` (torch-free); `vs2 bench` on cuda;
+   ORT on CUDA with IO binding against plain run() (ort_levers);
 7. the PyTorch VS2 forward on CUDA in fp32 and fp16 (autocast), ms per image, against CPU;
 8. verify on this CPU (fp32, int8; OpenVINO fp32 and bf16), and `vs2 bench` with 2 threads
    (ORT and OpenVINO rows).
@@ -37,6 +38,7 @@ from bench_archs import timed
 from vs2_export.config import ModelSpec
 from vs2_export.demo.data import generate_unlabeled, write_classes
 from vs2_export.doctor import cpu_flags
+from vs2_export.runtime import contract
 from vs2_export.store import ActivationStore, store_array
 
 MODEL = ModelSpec("ViT-B-32", "none")
@@ -114,14 +116,7 @@ def torch_forward(work: Path, sae: Path, batches: tuple[int, ...] = (1, 16, 128)
 
 def _ms_cpu(module, x, inputs) -> float:
     with torch.inference_mode():
-        for _ in range(2):
-            module(x, **inputs)
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            module(x, **inputs)
-            times.append(time.perf_counter() - t)
-    return round(1e3 * float(np.median(times)) / len(x), 3)
+        return round(_median_ms(lambda: module(x, **inputs), 5) / len(x), 3)
 
 
 def _ms_cuda(module, x, inputs, dtype) -> float:
@@ -136,6 +131,60 @@ def _ms_cuda(module, x, inputs, dtype) -> float:
             if i >= 5:
                 times.append(start.elapsed_time(end))
     return round(float(np.median(times)) / len(x), 4)
+
+
+def ort_levers(exported: Path, batches: tuple[int, ...] = (1, 16, 128), rounds: int = 20,
+               device: str = "cuda") -> dict:
+    """What the first H100 run left untried: each precision's file on ORT's `device` provider,
+    ms per image (median of `rounds` after 3 warm-ups) with plain run() (numpy in and out, what
+    Vs2Session does) and with IO binding (the batch already on the device, outputs left
+    there). IO binding shows what the host copies cost. device 'cpu' runs the same code on the
+    CPU provider (tests)."""
+    from vs2_export.bench.run import default_inputs
+    from vs2_export.runtime.providers import create_session
+    extra = default_inputs(exported)
+    rows = {}
+    for precision in ("fp32", "fp16"):
+        path = contract.model_path(exported, precision)
+        if not path.is_file() or (precision == "fp16" and device == "cpu"):
+            continue
+        session = create_session(path, device)
+        for b in batches:
+            x = np.random.default_rng(b).standard_normal((b, *_pixel_shape(session)), np.float32)
+            rows[f"{precision}_b{b}"] = _plain_and_bound(session, {contract.PIXEL_VALUES: x, **extra},
+                                                         device, rounds)
+    return rows
+
+
+def _plain_and_bound(session, feeds: dict[str, np.ndarray], device: str, rounds: int) -> dict:
+    """ms per image of session.run(feeds), and of the same run with every input copied to
+    `device` once beforehand and every output left there (IO binding)."""
+    import onnxruntime as ort
+    names = [o.name for o in session.get_outputs()]
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    for name in names:
+        binding.bind_output(name, device)
+    b = len(feeds[contract.PIXEL_VALUES])
+    return {"run_ms_per_image": _median_ms(lambda: session.run(names, feeds), rounds) / b,
+            "iobinding_ms_per_image": _median_ms(lambda: session.run_with_iobinding(binding),
+                                                 rounds) / b}
+
+
+def _pixel_shape(session) -> tuple[int, ...]:
+    return tuple(session.get_inputs()[0].shape[1:])
+
+
+def _median_ms(call, rounds: int) -> float:
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return round(1e3 * float(np.median(times)), 4)
 
 
 class Steps:
@@ -222,6 +271,7 @@ def main() -> None:
     s.run("bench_cuda", 60, cli, "bench", exported, "--run", work, "--provider", "cuda",
           "--batch", 1, "--batch", 16, "--batch", 128, "--runs", 10,
           "--report", work / "bench-cuda.json", "--json", timeout=180)
+    s.run("ort_levers", 60, ort_levers, exported)
     s.run("torch_forward", 40, torch_forward, work, sae)
     for provider, precision in checks[2:]:
         s.run(f"verify_{provider}_{precision}", 30, cli, *verify, "--provider", provider,

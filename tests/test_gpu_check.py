@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from hostile import REPO
+from test_runtime import build_fake_model, save_model
 
 from vs2_export.store import ActivationStore
 
@@ -44,3 +45,12 @@ def test_machine_report_on_a_machine_without_a_gpu():
     info = gpu_check.machine()
     assert info["cuda_available"] is torch.cuda.is_available() and info["cores"] >= 1
     assert ("gpu" in info) is torch.cuda.is_available()
+
+
+def test_ort_levers_time_plain_runs_and_io_binding(tmp_path):
+    """The IO-binding code path, on the CPU provider: both timings for each batch."""
+    folder = tmp_path / "m"
+    save_model(folder, build_fake_model())
+    rows = gpu_check.ort_levers(folder, batches=(1, 4), rounds=2, device="cpu")
+    assert set(rows) == {"fp32_b1", "fp32_b4"}
+    assert all(r["run_ms_per_image"] > 0 and r["iobinding_ms_per_image"] > 0 for r in rows.values())
