@@ -35,10 +35,12 @@ import numpy as np
 import torch
 from bench_archs import timed
 
+from vs2_export.bench.run import default_inputs, time_runs
 from vs2_export.config import ModelSpec
 from vs2_export.demo.data import generate_unlabeled, write_classes
 from vs2_export.doctor import cpu_flags
 from vs2_export.runtime import contract
+from vs2_export.runtime.providers import create_session
 from vs2_export.store import ActivationStore, store_array
 
 MODEL = ModelSpec("ViT-B-32", "none")
@@ -80,18 +82,19 @@ def store_diff(a: Path, b: Path) -> dict:
 def big_store(acts: Path, out: Path, rows: int) -> Path:
     """`rows` activations for timing training: the extracted rows tiled, with 1% noise so no
     two rows are the same."""
-    h = np.concatenate(list(ActivationStore(acts).iter_batches(4096)))
+    store = ActivationStore(acts)
+    h = np.concatenate(list(store.iter_batches(4096)))
     rng = np.random.default_rng(0)
     tiled = np.resize(h, (rows, h.shape[1]))
     tiled += 0.01 * h.std() * rng.standard_normal(tiled.shape, dtype=np.float32)
-    meta = ActivationStore(acts).origin
+    meta = store.origin
     return store_array(out, tiled, meta["id"], meta["source"], weights_sha256=meta["weights_sha256"])
 
 
 def torch_forward(work: Path, sae: Path, batches: tuple[int, ...] = (1, 16, 128)) -> dict:
     """The fused PyTorch module (the graph's source) on CUDA in fp32 and fp16 autocast, and on
-    the CPU: ms per image (median of 20 after 5 warm-ups; CUDA timed with events) and the
-    steered embedding's min cosine against CPU fp32."""
+    the CPU: ms per image (CUDA: median of 20 after 5 warm-ups, timed with events; CPU: median
+    of 5 after 3) and the steered embedding's min cosine against CPU fp32."""
     from vs2_export.fused import build_steered_clip
     parts = build_steered_clip(MODEL, sae, work / "steering.json", (), ())
     module, inputs = parts.module, parts.inputs()
@@ -140,8 +143,6 @@ def ort_levers(exported: Path, batches: tuple[int, ...] = (1, 16, 128), rounds: 
     Vs2Session does) and with IO binding (the batch already on the device, outputs left
     there). IO binding shows what the host copies cost. device 'cpu' runs the same code on the
     CPU provider (tests)."""
-    from vs2_export.bench.run import default_inputs
-    from vs2_export.runtime.providers import create_session
     extra = default_inputs(exported)
     rows = {}
     for precision in ("fp32", "fp16"):
@@ -150,7 +151,8 @@ def ort_levers(exported: Path, batches: tuple[int, ...] = (1, 16, 128), rounds: 
             continue
         session = create_session(path, device)
         for b in batches:
-            x = np.random.default_rng(b).standard_normal((b, *_pixel_shape(session)), np.float32)
+            shape = (b, *session.get_inputs()[0].shape[1:])
+            x = np.random.default_rng(b).standard_normal(shape, np.float32)
             rows[f"{precision}_b{b}"] = _plain_and_bound(session, {contract.PIXEL_VALUES: x, **extra},
                                                          device, rounds)
     return rows
@@ -172,19 +174,9 @@ def _plain_and_bound(session, feeds: dict[str, np.ndarray], device: str, rounds:
                                                  rounds) / b}
 
 
-def _pixel_shape(session) -> tuple[int, ...]:
-    return tuple(session.get_inputs()[0].shape[1:])
-
-
 def _median_ms(call, rounds: int) -> float:
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return round(1e3 * float(np.median(times)), 4)
+    """Median ms of `rounds` calls after 3 warm-ups (bench's time_runs)."""
+    return round(1e3 * float(np.median(time_runs(call, rounds, 3))), 4)
 
 
 class Steps:
