@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,31 @@ def synthetic_activations(n: int = 2048, d: int = 32, rank: int = 8, seed: int =
     atoms = rng.standard_normal((rank * 4, d))
     codes = rng.random((n, rank * 4)) * (rng.random((n, rank * 4)) < 0.15)
     return (codes @ atoms + 3.0 + 0.01 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+class ModuleTmp:
+    """tmp_path_factory for a module's fixtures, whose folders go when the module ends: the
+    full-size exports (ViT-B-32, ViT-H-14 over 2 GB) would otherwise pile up until the session
+    ends, on a disk that CI shares with other jobs."""
+
+    def __init__(self, factory: pytest.TempPathFactory):
+        self.factory, self.made = factory, []
+
+    def mktemp(self, name: str):
+        self.made.append(self.factory.mktemp(name))
+        return self.made[-1]
+
+    def cleanup(self) -> None:
+        for folder in self.made:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """Like tmp_path_factory, for module-scoped fixtures; removed at the module's end."""
+    tmp = ModuleTmp(tmp_path_factory)
+    yield tmp
+    tmp.cleanup()
 
 
 @pytest.fixture

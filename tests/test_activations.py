@@ -22,9 +22,9 @@ def by_image(folder):
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
+def full(module_tmp):
     """10 images extracted in one go (the reference)."""
-    root = tmp_path_factory.mktemp("ext")
+    root = module_tmp.mktemp("ext")
     images = noise_images(root / "images", 10, size=48)
     extract(ExtractConfig(images, root / "full", DEMO, batch_size=4, shard_size=3))
     return root, images

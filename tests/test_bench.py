@@ -23,8 +23,8 @@ DEMO = ModelSpec("vs2-demo")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    work = tmp_path_factory.mktemp("bench")
+def exported(module_tmp):
+    work = module_tmp.mktemp("bench")
     images = generate_unlabeled(work / "images", 120, seed=0)
     build_export(work, DEMO, images, ["circle", "square"], k=8, epochs=2)
     out = work / "variants"

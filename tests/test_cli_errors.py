@@ -56,9 +56,9 @@ def _sae(store, out, seed=0, k=8):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(module_tmp):
     """Two stores (d=32 'small-model', d=128 'other-model'), SAEs, steering files, a fake export."""
-    root = tmp_path_factory.mktemp("cli_errors")
+    root = module_tmp.mktemp("cli_errors")
     small = store_array(root / "acts32", synthetic_activations(512, 32), "small-model", "none")
     other = store_array(root / "acts128", synthetic_activations(512, DEMO_WIDTH, seed=1),
                         "other-model", "none")

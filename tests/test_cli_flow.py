@@ -25,8 +25,8 @@ def vs2(*args: str, code: int = 0):
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory):
-    work = tmp_path_factory.mktemp("flow")
+def flow(module_tmp):
+    work = module_tmp.mktemp("flow")
     unlabeled = demo_data.generate_unlabeled(work / "unlabeled", 400, "target", seed=3)
     val = demo_data.generate_labeled(work / "val", 6, "target", seed=4)
     demo_data.write_classes(work / "classes.txt")

@@ -25,9 +25,9 @@ DEMO = ModelSpec("vs2-demo")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(module_tmp):
     """A demo export with all three precisions, and a labeled target folder to verify on."""
-    work = tmp_path_factory.mktemp("precision")
+    work = module_tmp.mktemp("precision")
     unlabeled = generate_unlabeled(work / "unlabeled", 200, seed=0)
     labeled = generate_labeled(work / "labeled", 5, seed=1)
     calib = generate_unlabeled(work / "calib", 16, seed=4)

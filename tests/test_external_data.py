@@ -39,9 +39,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
+def work(module_tmp) -> Path:
     """SAE, steering and classes for the demo model, plus its ordinary one-file export."""
-    work = tmp_path_factory.mktemp("external")
+    work = module_tmp.mktemp("external")
     images = noise_images(work / "images", 48, size=72)
     build_export(work, ModelSpec(), images, ["alpha", "beta", "gamma"], k=8, epochs=2)
     return work

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.full
 
 
 @pytest.fixture(scope="module")
-def vit_b32(tmp_path_factory):
-    work = tmp_path_factory.mktemp("vitb32")
+def vit_b32(module_tmp):
+    work = module_tmp.mktemp("vitb32")
     images = noise_images(work / "images", 24, size=224)
     exported = build_export(work, ModelSpec("ViT-B-32", "none"), images, ["cat", "dog", "car"],
                             k=64, epochs=2)

@@ -36,14 +36,14 @@ CLASSES = ["alpha", "beta", "gamma"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Corpus:
-    return write_corpus(tmp_path_factory.mktemp("hostile") / "images")
+def corpus(module_tmp) -> Corpus:
+    return write_corpus(module_tmp.mktemp("hostile") / "images")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
+def exported(module_tmp) -> Path:
     """One small demo-model export for the whole module (2 SAE epochs: parity, not accuracy)."""
-    work = tmp_path_factory.mktemp("export")
+    work = module_tmp.mktemp("export")
     images = noise_images(work / "train", 64, size=72)
     return build_export(work, ModelSpec(), images, CLASSES, k=8, epochs=2)
 
@@ -88,8 +88,8 @@ def _not_utf8(name: bytes) -> bool:
 
 
 @pytest.fixture(scope="module")
-def hostile_store(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("acts") / "acts"
+def hostile_store(corpus, module_tmp):
+    out = module_tmp.mktemp("acts") / "acts"
     done = run_vs2("extract", "--images", corpus.root, "--out", out, "--json", "--batch-size", 4,
                    "--model", "vs2-demo")
     return done, out

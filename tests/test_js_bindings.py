@@ -70,14 +70,14 @@ EXPORTS = ["demo", "external", *PIXEL_INPUTS] + (["env"] if REAL_EXPORT else [])
 
 
 @pytest.fixture(scope="module", params=EXPORTS)
-def exported(request, tmp_path_factory) -> Path:
+def exported(request, module_tmp) -> Path:
     if request.param == "demo":  # the real exporter's output (conftest.rgb_export)
         return request.getfixturevalue("rgb_export")
     if request.param == "external":
-        return with_sidecars(request.getfixturevalue("rgb_export"), tmp_path_factory.mktemp("ext"))
+        return with_sidecars(request.getfixturevalue("rgb_export"), module_tmp.mktemp("ext"))
     if request.param == "env":
         return Path(REAL_EXPORT)
-    return toy_export.build(tmp_path_factory.mktemp(f"toy_{request.param}"), pixel_input=request.param)
+    return toy_export.build(module_tmp.mktemp(f"toy_{request.param}"), pixel_input=request.param)
 
 
 def with_sidecars(folder: Path, out: Path) -> Path:
@@ -107,16 +107,16 @@ def _pixel_input(manifest: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def images(exported, tmp_path_factory) -> list[Path]:
+def images(exported, module_tmp) -> list[Path]:
     """Test images around the export's image size."""
     s = _manifest(exported)["preprocess"]["image_size"]
-    return make_images(tmp_path_factory.mktemp("images"), s)
+    return make_images(module_tmp.mktemp("images"), s)
 
 
 @pytest.fixture(scope="module")
-def toy_images(tmp_path_factory) -> list[Path]:
+def toy_images(module_tmp) -> list[Path]:
     """Test images for a default toy export (S = 16)."""
-    return make_images(tmp_path_factory.mktemp("toy_images"), 16)
+    return make_images(module_tmp.mktemp("toy_images"), 16)
 
 
 def make_images(folder: Path, s: int) -> list[Path]:

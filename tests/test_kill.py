@@ -45,9 +45,9 @@ N_IMAGES = 300
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(module_tmp):
     """Two image folders, a complete store and an SAE + steering built from the first."""
-    root = tmp_path_factory.mktemp("kill")
+    root = module_tmp.mktemp("kill")
     noise_images(root / "images", N_IMAGES, size=48, seed=0)
     noise_images(root / "images2", N_IMAGES, size=48, seed=1)
     extract(ExtractConfig(root / "images", root / "acts", ModelSpec(), batch_size=64))

@@ -19,8 +19,8 @@ BF16 = "bf16" in openvino_session.cpu_precisions()
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_model(tmp_path_factory.mktemp("fake-ov") / "m", build_fake_model())
+def model_dir(module_tmp):
+    return save_model(module_tmp.mktemp("fake-ov") / "m", build_fake_model())
 
 
 @pytest.fixture(scope="module")

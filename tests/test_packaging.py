@@ -36,9 +36,9 @@ def pip(python: Path, *args: str, timeout: int = 600) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def runtime_venv(tmp_path_factory) -> Path:
+def runtime_venv(module_tmp) -> Path:
     """A fresh venv with `pip install REPO[cpu]` (a real, non-editable install)."""
-    root = tmp_path_factory.mktemp("runtime-venv")
+    root = module_tmp.mktemp("runtime-venv")
     venv.create(root, with_pip=True)
     python = root / "bin" / "python"
     done = pip(python, "install", "--quiet", f"{REPO}[cpu]")
@@ -47,9 +47,9 @@ def runtime_venv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, Path]:
+def exported(module_tmp) -> tuple[Path, Path]:
     """A demo export made with the full toolchain (this process), and its images."""
-    work = tmp_path_factory.mktemp("runtime-export")
+    work = module_tmp.mktemp("runtime-export")
     images = noise_images(work / "images", 24, size=72)
     return build_export(work, ModelSpec(), images, ["red", "green", "blue"], k=8), images
 

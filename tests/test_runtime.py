@@ -159,8 +159,8 @@ def save_model(folder: Path, model: onnx.ModelProto) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return save_model(tmp_path_factory.mktemp("fake") / "m", build_fake_model())
+def model_dir(module_tmp) -> Path:
+    return save_model(module_tmp.mktemp("fake") / "m", build_fake_model())
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,10 @@ S = 64
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(module_tmp):
     """(float export, uint8 export with fp16 and int8 variants, labeled folder): same SAE and
     steering."""
-    work = tmp_path_factory.mktemp("uint8")
+    work = module_tmp.mktemp("uint8")
     unlabeled = generate_unlabeled(work / "unlabeled", 200, seed=0)
     labeled = generate_labeled(work / "labeled", 5, seed=1)
     calib = generate_unlabeled(work / "calib", 16, seed=4)

@@ -92,8 +92,8 @@ def test_scaled_logits_fail_by_value_though_the_argmax_agrees():
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trust")
+def work(module_tmp):
+    root = module_tmp.mktemp("trust")
     images = noise_images(root / "train", 40, size=72)
     build_export(root, ModelSpec(), images, CLASSES, k=8, epochs=2)
     return root
