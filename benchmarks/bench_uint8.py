@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from build_random import build_parts
 
-from vs2_export.bench.run import time_runs
 from vs2_export.config import ExportConfig, ModelSpec
 from vs2_export.export import export
 from vs2_export.runtime import Vs2Session, normalise
+from vs2_export.runtime.timing import time_runs
 
 RUNS, WARMUP, BATCHES = 10, 2, (1, 16)
 

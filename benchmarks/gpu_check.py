@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from bench_archs import timed
 
-from vs2_export.bench.run import default_inputs, time_runs
+from vs2_export.bench.run import default_inputs
 from vs2_export.config import ModelSpec
 from vs2_export.demo.data import generate_unlabeled, write_classes
 from vs2_export.doctor import cpu_flags
 from vs2_export.runtime import contract
 from vs2_export.runtime.providers import create_session
+from vs2_export.runtime.timing import time_runs
 from vs2_export.store import ActivationStore, store_array
 
 MODEL = ModelSpec("ViT-B-32", "none")

@@ -10,14 +10,16 @@ from PIL import Image
 from pipeline import build_export
 
 from vs2_export.bench import bench
-from vs2_export.bench.baselines import vit_gflop
+from vs2_export.bench.baselines import gemm_ceiling_feeds, gemm_ceiling_model, vit_gflop
 from vs2_export.bench.report import BenchReport
-from vs2_export.bench.run import interleaved
+from vs2_export.bench.run import GEMM_CEILING
 from vs2_export.config import BenchConfig, ExportConfig, ModelSpec
 from vs2_export.demo.data import generate_unlabeled
 from vs2_export.errors import Vs2Error
 from vs2_export.export import export
 from vs2_export.runtime import contract, openvino_session
+from vs2_export.runtime.providers import create_session
+from vs2_export.runtime.timing import interleaved
 
 DEMO = ModelSpec("vs2-demo")
 
@@ -52,9 +54,13 @@ def test_bench_emits_wellformed_json_and_png(exported, tmp_path):
             "ablation: full last block"} <= set(names)
     if openvino_session.available():
         assert {"openvino fp32", "openvino int8"} <= set(names)
+    ceiling = next(r for r in on_disk["rows"] if r["name"] == f"ablation: {GEMM_CEILING}")
+    assert ceiling["embedding_cosine_min"] is None and ceiling["file_mb"] is None
     for row in on_disk["rows"]:
         assert row["session_start_s"] >= 0 and set(row["batches"]) == {"1", "2"}
-        assert row["embedding_cosine_min"] > 0.9, row["name"]
+        assert row is ceiling or row["embedding_cosine_min"] > 0.9, row["name"]
+        if row["precision"] == "fp32":
+            assert all(0 < st["matmul_rate_share"] < 10 for st in row["batches"].values())
         for stats in row["batches"].values():
             for key in ("median_ms", "p10_ms", "p90_ms", "ms_per_image", "images_per_s",
                         "speedup_vs_ort_fp32", "speedup_vs_pytorch"):
@@ -95,6 +101,27 @@ def test_flop_count_matches_the_issue():
     visual = open_clip.create_model("ViT-B-32").visual
     assert vit_gflop(visual) == pytest.approx(8.82, abs=0.005)
     assert 1 - vit_gflop(visual, cls_only=True) / vit_gflop(visual) == pytest.approx(0.066, abs=0.001)
+
+
+def test_gemm_ceiling_does_the_towers_matmul_flops():
+    """The ceiling row's rate is comparable with the fused graph's only if its graph multiplies
+    exactly the matrices vit_gflop(cls_only=True) counts: summed here from ORT's own shapes."""
+    import onnx
+    import open_clip
+    for name in ("ViT-B-32", "ViT-B-16"):
+        visual = open_clip.create_model(name).visual
+        model, batch = onnx.load_from_string(gemm_ceiling_model(visual)), 2
+        model.graph.ClearField("output")  # every product is an output: shapes from ORT's run
+        names = [n.output[0] for n in model.graph.node if n.op_type == "MatMul"]
+        model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+        session = create_session(model.SerializeToString(), threads=1)
+        feeds = gemm_ceiling_feeds(visual, batch)
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds),
+                       strict=True))
+        got |= feeds | {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+        flop = sum(2 * got[n.output[0]].size * got[n.input[1]].shape[-2]  # [.., M, N] x K
+                   for n in model.graph.node if n.op_type == "MatMul")
+        assert flop / batch / 1e9 == pytest.approx(vit_gflop(visual, cls_only=True), rel=1e-9)
 
 
 def test_bench_config_is_validated(tmp_path):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .runtime import contract
+from .runtime.timing import cosine_rows
 
 WORST = 5
 """Images named per failing check (the report lists every near-tie and flip)."""
@@ -214,7 +215,7 @@ def _embedding_checks(ref, same, got, judge, tol: Tolerances) -> list[Check]:
     checks = []
     for name, source, rows in ((contract.EMBEDDING, same, judge),
                                (contract.BASE_EMBEDDING, ref, np.ones(len(judge), bool))):
-        cos = _cosine_rows(source[name], got[name])
+        cos = cosine_rows(source[name], got[name])
         worst = _worst(-cos, rows)
         low = float(cos[rows].min()) if rows.any() else 1.0
         checks.append(Check(f"{name}.cosine_min", low >= tol.embedding_cosine, low,
@@ -270,13 +271,6 @@ def _worst(badness: np.ndarray, rows: np.ndarray) -> tuple[int, ...]:
     candidates = np.flatnonzero(rows)
     order = candidates[np.argsort(-badness[candidates], kind="stable")]
     return tuple(int(i) for i in order[:WORST])
-
-
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of [N, E] arrays -> [N]."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    num = (a * b).sum(-1)
-    return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
 def latent_overlap(ref_idx: np.ndarray, got_idx: np.ndarray) -> dict[str, float]:

@@ -86,22 +86,92 @@ def matmul_model(n: int = 2048) -> bytes:
     return model.SerializeToString()
 
 
+def _vit_dims(visual: nn.Module) -> dict[str, int]:
+    """An open_clip ViT's matmul sizes: width d, blocks, tokens t (patches + CLS), patch
+    pixels x 3, MLP width, heads, output dim."""
+    grid = visual.grid_size[0] * visual.grid_size[1]
+    return {"d": visual.transformer.width, "blocks": len(visual.transformer.resblocks),
+            "grid": grid, "t": grid + 1, "patch": 3 * visual.patch_size[0] * visual.patch_size[1],
+            "mlp": visual.transformer.resblocks[0].mlp.c_fc.out_features,
+            "heads": visual.transformer.resblocks[0].attn.num_heads, "out": visual.output_dim}
+
+
+def gemm_ceiling_model(visual: nn.Module) -> bytes:
+    """ONNX bytes of the CLS-only tower's matrix products and nothing else: exactly the
+    vit_gflop(cls_only=True) FLOPs at the same shapes (patch embedding, per block K/V, Q,
+    scores, attention x V, out-proj, MLP; the projection), chained block to block, without the
+    LayerNorms, softmax, GELU, biases or head transposes. Its FLOP rate is what ORT's GEMMs
+    reach at these shapes: an upper bound for any fp32 graph of this tower on ORT (the
+    batch-1 item, benchmarks/README.md). Inputs: patches [B, grid, patch], the attention
+    operands q [B*heads, 1 or t, d/heads], k [B*heads, d/heads, t], v [B*heads, t, d/heads]
+    (fed, not computed: computing them needs the transposes this graph leaves out)."""
+    n = _vit_dims(visual)
+    d, t, rng = n["d"], n["t"], np.random.default_rng(0)
+    nodes, inits, outputs = [], [], []
+
+    def matmul(a: str, k: int, cols: int, out: str) -> str:
+        w = numpy_helper.from_array((rng.standard_normal((k, cols)) / k**0.5).astype(np.float32),
+                                    f"W_{out}")
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [a, w.name], [out]))
+        return out
+
+    def cls_row(x: str, name: str) -> str:  # x [B, t, d] -> [B, 1, d], the CLS query
+        nodes.append(helper.make_node("Slice", [x, "zero", "one", "one"], [name]))
+        return name
+
+    inits += [numpy_helper.from_array(np.array([v], np.int64), k) for k, v in (("zero", 0), ("one", 1))]
+    inits.append(numpy_helper.from_array(np.zeros((1, 1, d), np.float32), "cls_token"))
+    patches = matmul("patches", n["patch"], d, "embedded")
+    nodes.append(helper.make_node("Expand", ["cls_token", "cls_shape"], ["cls"]))
+    nodes.append(helper.make_node("Concat", ["cls", patches], ["x0"], axis=1))
+    x = "x0"
+    for b in range(n["blocks"]):
+        last = b == n["blocks"] - 1
+        query = cls_row(x, f"cls{b}") if last else x
+        outputs += [matmul(x, d, 2 * d, f"kv{b}"), matmul(query, d, d, f"q{b}")]
+        q = "q_cls" if last else "q_all"
+        nodes.append(helper.make_node("MatMul", [q, "k"], [f"scores{b}"]))
+        nodes.append(helper.make_node("MatMul", [f"scores{b}", "v"], [f"heads{b}"]))
+        outputs += [f"heads{b}", matmul(query, d, d, f"attn{b}")]
+        x = matmul(matmul(query, d, n["mlp"], f"fc{b}"), n["mlp"], d, f"x{b + 1}")
+    outputs.append(matmul(x, d, n["out"], "projected"))
+    dh = d // n["heads"]
+    inputs = [("patches", ["B", n["grid"], n["patch"]]), ("cls_shape", [3]),
+              ("q_all", ["BH", t, dh]), ("q_cls", ["BH", 1, dh]), ("k", ["BH", dh, t]),
+              ("v", ["BH", t, dh])]
+    graph = helper.make_graph(
+        nodes, "gemm_ceiling",
+        [helper.make_tensor_value_info(k, TensorProto.INT64 if k == "cls_shape" else TensorProto.FLOAT, s)
+         for k, s in inputs],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = ORT_IR_VERSION
+    return model.SerializeToString()
+
+
+def gemm_ceiling_feeds(visual: nn.Module, batch: int) -> dict[str, np.ndarray]:
+    """Random inputs of gemm_ceiling_model for `batch` images."""
+    n, rng = _vit_dims(visual), np.random.default_rng(1)
+    dh, bh, t = n["d"] // n["heads"], batch * n["heads"], n["t"]
+    shapes = {"patches": (batch, n["grid"], n["patch"]), "q_all": (bh, t, dh),
+              "q_cls": (bh, 1, dh), "k": (bh, dh, t), "v": (bh, t, dh)}
+    feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    return {**feeds, "cls_shape": np.array([batch, 1, n["d"]], np.int64)}
+
+
 def vit_gflop(visual: nn.Module, cls_only: bool = False) -> float:
     """Multiply-add FLOPs (x2) of one image through an open_clip ViT's matmuls, in GFLOP.
 
     Patch embedding, per block QKV, scores, attention x V, out-proj and MLP, the projection.
     ViT-B-32 at 224: 8.82 GFLOP (issue 4's count). cls_only: the last block with one query.
     """
-    d = visual.transformer.width
-    blocks = len(visual.transformer.resblocks)
-    grid = visual.grid_size[0] * visual.grid_size[1]
-    patch = visual.patch_size[0] * visual.patch_size[1]
-    t = grid + 1
-    mlp = visual.transformer.resblocks[0].mlp.c_fc.out_features
+    n = _vit_dims(visual)
+    d, t = n["d"], n["t"]
 
     def block(q: int) -> float:
-        return 2 * (t * d * 2 * d + q * d * d + 2 * q * t * d + q * d * d + 2 * q * d * mlp)
+        return 2 * (t * d * 2 * d + q * d * d + 2 * q * t * d + q * d * d + 2 * q * d * n["mlp"])
 
-    total = 2 * grid * 3 * patch * d + (blocks - 1) * block(t) + block(1 if cls_only else t)
-    total += 2 * d * visual.output_dim
+    total = 2 * n["grid"] * n["patch"] * d + (n["blocks"] - 1) * block(t)
+    total += block(1 if cls_only else t) + 2 * d * n["out"]
     return total / 1e9

@@ -88,16 +88,17 @@ class BenchReport:
         lines = [f"vs2 bench: {self.model} ({self.source}), {self.threads} threads, pixels: "
                  f"{self.pixels}; median of {self.rounds} interleaved rounds",
                  f"{'row':<32} {'batch':>5} {'ms/img':>8} {'p10-p90':>15} {'img/s':>8} "
-                 f"{'x ORT fp32':>10} {'x torch':>8} {'cos min':>9}"]
+                 f"{'x ORT fp32':>10} {'x torch':>8} {'cos min':>9} {'MatMul':>6}"]
         for row in self.rows:
             cos = "-" if row.embedding_cosine_min is None else f"{row.embedding_cosine_min:.6f}"
             for b, st in row.batches.items():
                 spread = f"{st.p10_ms / int(b):.1f}-{st.p90_ms / int(b):.1f}"  # per image too
                 lines.append(f"{row.name[:32]:<32} {b:>5} {st.ms_per_image:>8.2f} {spread:>15} "
                              f"{st.images_per_s:>8.1f} {_ratio(st.speedup_vs_ort_fp32):>10} "
-                             f"{_ratio(st.speedup_vs_pytorch):>8} {cos:>9}")
+                             f"{_ratio(st.speedup_vs_pytorch):>8} {cos:>9} {_share(st):>6}")
         lines.append(f"ORT MatMul 2048^3: {self.matmul_2048_gflops:.1f} GFLOP/s; "
-                     f"{self.gflop_per_image:.2f} GFLOP/image")
+                     f"{self.gflop_per_image:.2f} GFLOP/image; MatMul = an fp32 row's FLOP rate "
+                     "over that")
         if self.load_warning:
             lines.append(self.load_warning)
         return "\n".join(lines)
@@ -105,3 +106,7 @@ class BenchReport:
 
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
+
+
+def _share(stats: BatchStats) -> str:
+    return "-" if stats.matmul_rate_share is None else f"{stats.matmul_rate_share:.2f}"

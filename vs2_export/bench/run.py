@@ -38,61 +38,30 @@ from ..runtime import contract, openvino_session
 from ..runtime.preprocess import list_images, preprocess_paths
 from ..runtime.providers import OPENVINO, create_session
 from ..runtime.session import Vs2Session
-from .baselines import HookedClip, export_encoder, matmul_model, vit_gflop
+from ..runtime.timing import candidates, cosine_rows, interleaved, time_runs
+from .baselines import HookedClip, export_encoder, gemm_ceiling_feeds, gemm_ceiling_model, matmul_model, vit_gflop
 from .chart import draw_chart
 from .report import BatchStats, BenchReport, Row
 
 log = logging.getLogger(__name__)
 ORT_FP32 = "onnxruntime fp32"
+GEMM_CEILING = "GEMMs alone (ceiling)"
+"""The ablation row timing only the tower's matrix products: the FLOP rate no fp32 graph of
+this tower can pass on ORT (the batch-1 item, benchmarks/README.md)."""
 PYTORCH = "pytorch eager + hook"
 
 
 @dataclass
 class Spec:
     """A row before timing: start() builds the runner; the runner maps pixels [B, 3, S, S] to
-    (embedding [B, E], the ORT fp32 output it is compared with)."""
+    (embedding [B, E], the ORT fp32 output it is compared with), or (None, None) for a row
+    with no embedding (the GEMM ceiling)."""
 
     name: str
     backend: str
     precision: str
     start: Callable[[], Callable[[np.ndarray], tuple[np.ndarray, str]]]
     path: Path | None = None
-
-
-def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
-    """Seconds of `runs` calls of fn after `warmup` untimed ones -> [runs]."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return np.array(times)
-
-
-def interleaved(runners: list[Callable[[np.ndarray], object]], pixels: np.ndarray,
-                batches: tuple[int, ...], runs: int, warmup: int, seed: int = 0) -> np.ndarray:
-    """Seconds [rows, batches, runs]: `warmup` untimed rounds, then `runs` timed ones; each round
-    calls every runner once per batch size, so drift in the machine's load hits all rows alike.
-
-    Each round runs its (row, batch) calls in a new seeded random order. In a fixed order each
-    call always follows the same neighbour: measured on this 2-core CPU (ViT-B-32, batch 1,
-    fixed order), the fused fp32 row ran 1.25x slower than the same graph loaded from its saved
-    optimised file, which sat elsewhere in the order; the likely cause is the neighbour's
-    thread pool still spinning (ORT's and OpenMP's workers spin before they sleep). Shuffling
-    spreads whatever a neighbour costs over every row (benchmarks/README.md)."""
-    times = np.zeros((len(runners), len(batches), runs))
-    calls = [(i, j) for i in range(len(runners)) for j in range(len(batches))]
-    rng = np.random.default_rng(seed)
-    for r in range(warmup + runs):
-        for k in rng.permutation(len(calls)):
-            i, j = calls[k]
-            start = time.perf_counter()
-            runners[i](pixels[:batches[j]])
-            if r >= warmup:
-                times[i, j, r - warmup] = time.perf_counter() - start
-    return times
 
 
 def _vs2(path: Path, provider: str, threads: int, precision: str | None = None,
@@ -118,6 +87,20 @@ def _ort(path: Path, provider: str, threads: int, level: str = "all",
     return start
 
 
+def _gemm_ceiling(visual, provider: str, threads: int):
+    """The tower's matrix products alone (baselines.gemm_ceiling_model), fed per batch size."""
+    def start():
+        session = create_session(gemm_ceiling_model(visual), provider, threads=threads)
+        feeds: dict[int, dict[str, np.ndarray]] = {}
+
+        def run(x: np.ndarray):
+            b = len(x)
+            session.run(None, feeds.setdefault(b, gemm_ceiling_feeds(visual, b)))
+            return None, None
+        return run
+    return start
+
+
 def _graph_extra(session, extra: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """The inputs of `extra` that this graph takes (none for the bare encoder)."""
     names = {i.name for i in session.get_inputs()}
@@ -132,21 +115,19 @@ def default_inputs(folder: Path) -> dict[str, np.ndarray]:
 
 
 def variant_specs(cfg: BenchConfig, threads: int) -> list[Spec]:
-    """The fused graph in each precision on each backend that runs it on this machine."""
-    folder, specs = Path(cfg.exported), []
-    for precision in contract.PRECISIONS:
-        path = contract.model_path(folder, precision)
-        if path.is_file() and (precision != "fp16" or cfg.provider == "cuda"):
-            specs.append(Spec(f"onnxruntime {precision}", "onnxruntime", precision,
-                              _vs2(path, cfg.provider, threads), path))
-    if cfg.provider == "cpu" and cfg.openvino and openvino_session.available():
-        for precision in openvino_session.cpu_precisions():
-            path = contract.model_path(folder, precision)
-            if path.is_file():
-                specs.append(Spec(f"openvino {precision}", OPENVINO, precision,
-                                  _vs2(path, OPENVINO, threads, precision), path))
-    elif cfg.openvino and cfg.provider == "cpu":
+    """The fused graph in each precision on each backend that runs it here (timing.candidates):
+    ORT on cfg.provider; OpenVINO beside ORT on the CPU."""
+    folder = Path(cfg.exported)
+    if cfg.provider == "cpu" and cfg.openvino and not openvino_session.available():
         log.info("bench: openvino rows skipped (pip install 'vs2-export[openvino]')")
+    wanted = {cfg.provider} | ({OPENVINO} if cfg.provider == "cpu" and cfg.openvino else set())
+    specs = []
+    for provider, precision in candidates(folder, cuda=cfg.provider == "cuda"):
+        if provider in wanted:
+            path = contract.model_path(folder, contract.COMPUTE_PRECISIONS.get(precision, precision))
+            backend = OPENVINO if provider == OPENVINO else "onnxruntime"
+            specs.append(Spec(f"{backend} {precision}", backend, precision,
+                              _vs2(path, provider, threads, precision), path))
     return specs
 
 
@@ -236,9 +217,10 @@ def _transformer_fused(fp32: Path, path: Path, width: int, heads: int) -> Path:
 
 def _ablation_specs(cfg: BenchConfig, parts, threads: int, scratch: Path,
                     opset: int) -> list[Spec]:
-    """The fused fp32 graph without the CLS-only last block, with BiasGelu fusion, dynamic int8,
-    at lower ORT levels, with 1 thread, and started from ORT's saved optimised file: what the
-    defaults were chosen by. Every graph is built in `scratch`."""
+    """The tower's GEMMs alone (the FLOP-rate ceiling), the fused fp32 graph without the CLS-only
+    last block, with BiasGelu fusion, dynamic int8, at lower ORT levels, with 1 thread, and
+    started from ORT's saved optimised file: what the defaults were chosen by. Every graph is
+    built in `scratch`."""
     fp32 = contract.model_path(cfg.exported, "fp32")
     extra = default_inputs(Path(cfg.exported))
     full = _full_block_graph(parts, scratch / "fused_full_last_block.onnx", opset)
@@ -246,7 +228,8 @@ def _ablation_specs(cfg: BenchConfig, parts, threads: int, scratch: Path,
     biasgelu = _transformer_fused(fp32, scratch / "fused_biasgelu.onnx", block.embed_dim,
                                   block.num_heads)
     spec = lambda name, start, path: Spec(f"ablation: {name}", "onnxruntime", "fp32", start, path)
-    specs = [spec("full last block", _ort(full, cfg.provider, threads, extra=extra), full),
+    specs = [spec(GEMM_CEILING, _gemm_ceiling(parts.clip.model.visual, cfg.provider, threads), None),
+             spec("full last block", _ort(full, cfg.provider, threads, extra=extra), full),
              spec("+ BiasGelu fusion", _ort(biasgelu, cfg.provider, threads, extra=extra), biasgelu)]
     if contract.model_path(cfg.exported, "int8").is_file():
         dynamic = scratch / "int8_dynamic.onnx"
@@ -288,15 +271,16 @@ def _start(specs: list[Spec]) -> tuple[list, list[float]]:
     return runners, seconds
 
 
-def _cosines(runners: list, pixels: np.ndarray, reference: dict[str, np.ndarray]) -> list[float]:
+def _cosines(runners: list, pixels: np.ndarray,
+             reference: dict[str, np.ndarray]) -> list[float | None]:
     """Min per-image cosine of each row's embedding with the ORT fp32 fused graph's outputs."""
     result = []
     for runner in runners:
         emb, key = runner(pixels)
-        ref = reference[key]
-        cos = (emb * ref).sum(-1) / np.maximum(
-            np.linalg.norm(emb, axis=-1) * np.linalg.norm(ref, axis=-1), 1e-12)
-        result.append(float(cos.min()))
+        if emb is None:
+            result.append(None)
+            continue
+        result.append(float(cosine_rows(emb, reference[key]).min()))
     return result
 
 
