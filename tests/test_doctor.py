@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from vs2_export import cli, doctor
 from vs2_export.distributed import torch_device
 from vs2_export.errors import Vs2Error
+from vs2_export.runtime import openvino_session, timing
 
 DEMO_PRESENT = (REPO / "vs2_export" / "demo" / "vs2-demo.safetensors").is_file()
 
@@ -103,3 +104,45 @@ def test_torch_device():
         for name in ("cuda", "cuda:1"):
             with pytest.raises(Vs2Error, match="expected a CUDA GPU"):
                 torch_device(name)
+
+
+def test_doctor_times_every_backend_on_an_export(rgb_export):
+    """--model: every backend x precision that runs here is timed against ORT fp32 in the same
+    rounds, and the fastest lossless path is named at each batch size."""
+    report = doctor.diagnose(demo=False, model=rgb_export, rounds=2)
+    timed = {(t["provider"], t["precision"]): t for t in report["timings"]}
+    expected = {("cpu", "fp32"), ("cpu", "int8")}
+    if openvino_session.available():
+        expected |= {("openvino", p) for p in openvino_session.cpu_precisions()}
+    assert set(timed) == expected
+    base = timed["cpu", "fp32"]
+    assert base["speedup"] == {1: 1.0, 8: 1.0} and base["cosine_min"] == pytest.approx(1.0)
+    assert all(ms > 0 for t in timed.values() for ms in t["ms_per_image"].values())
+    assert timed["cpu", "int8"]["cosine_min"] < 1.0  # int8 really ran, not the fp32 file
+    found = findings(report)
+    for batch in (1, 8):
+        fastest = min(timed.values(), key=lambda t: t["ms_per_image"][batch])
+        lossless = min((t for t in timed.values() if t["lossless"]),
+                       key=lambda t: t["ms_per_image"][batch])
+        assert f"--provider {lossless['provider']} --precision {lossless['precision']}" in \
+            found[f"fastest at batch {batch}"]["detail"]
+        assert (f"fastest at batch {batch}, lossy" in found) == (not fastest["lossless"])
+
+
+def test_fastest_lossless_is_named_apart_from_a_faster_lossy_path(monkeypatch):
+    def fake(model, rounds, cuda):
+        t = lambda prov, prec, ms, cos: timing.BackendTiming(prov, prec, {1: ms}, {1: 10.0 / ms}, cos)
+        return [t("cpu", "int8", 4.0, 0.995), t("openvino", "bf16", 5.0, 0.99995),
+                t("cpu", "fp32", 10.0, 1.0)]
+    monkeypatch.setattr(timing, "time_backends", fake)
+    found = {f.name: f.detail for f in doctor.check_speed(REPO, cuda=False, rounds=1)[0]}
+    assert found["fastest at batch 1"].startswith("openvino bf16 (--provider openvino "
+                                                  "--precision bf16): 5.00 ms/image, 2.00x")
+    assert found["fastest at batch 1, lossy"].startswith("onnxruntime int8")
+    assert "vs2 verify --precision int8" in found["fastest at batch 1, lossy"]
+
+
+def test_doctor_model_that_is_not_an_export_exits_2(tmp_path):
+    done = run_vs2("doctor", "--no-demo", "--model", tmp_path / "missing", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert len(text(done.stderr).strip().splitlines()) == 1 and "Traceback" not in text(done.stderr)

@@ -529,10 +529,14 @@ def gallery(exported: Path = typer.Argument(..., help="export folder"),
 @cli_command()
 def doctor(require_gpu: bool = typer.Option(False, help="an unusable CUDA provider is a failure"),
            demo: bool = typer.Option(True, help="check that the demo model loads and runs"),
+           model: Path | None = typer.Option(None, help="an export folder: time every backend "
+                                             "and precision that runs it here, name the fastest"),
+           rounds: int = typer.Option(10, min=1, help="timed rounds with --model (interleaved)"),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
-    """Versions, usable ONNX Runtime providers, threads, the demo model; exit 1 if unhealthy."""
+    """Versions, usable ONNX Runtime providers, threads, the demo model; with --model, the
+    fastest backend for that export on this machine; exit 1 if unhealthy."""
     from .doctor import diagnose, format_report
-    report = diagnose(require_gpu=require_gpu, demo=demo)
+    report = diagnose(require_gpu=require_gpu, demo=demo, model=model, rounds=rounds)
     _emit(report, as_json, format_report(report))
     if not report["healthy"]:
         raise typer.Exit(1)

@@ -176,9 +176,41 @@ def check_backends(usable: dict) -> list[Finding]:
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
         findings.append(Finding("backend openvino", "warn", f"installed but does not run: "
                                                             f"{type(exc).__name__}: {_first_line(exc)}"))
-    findings.append(Finding("fastest", "info", "measured per model by `vs2 bench EXPORTED` "
-                                               "(ORT and OpenVINO rows, every precision)"))
     return findings
+
+
+def check_speed(model: Path, cuda: bool, rounds: int) -> tuple[list[Finding], list[dict]]:
+    """Time every backend x precision that runs here on the export `model` (runtime.timing,
+    interleaved rounds on random pixels) -> findings naming the fastest path and the fastest
+    lossless one (embedding cosine >= timing.LOSSLESS_COSINE against ORT fp32) at each batch
+    size, and the timings. Raises ValueError for a folder with no runnable model.onnx."""
+    from .runtime.timing import LOSSLESS_COSINE, time_backends
+    timings = time_backends(model, rounds=rounds, cuda=cuda)
+    findings = [Finding(f"timed {_name(t)}", "info", ", ".join(
+        f"batch {b} {ms:.2f} ms/image ({t.speedup[b]:.2f}x)" for b, ms in t.ms_per_image.items())
+        + f", cosine {t.cosine_min:.6f}") for t in timings]
+    for batch in timings[0].ms_per_image:
+        ranked = sorted(timings, key=lambda t: t.ms_per_image[batch])
+        lossless = next(t for t in ranked if t.lossless)  # ORT fp32 itself always is
+        findings.append(Finding(f"fastest at batch {batch}", "ok", _timed(lossless, batch)
+                                + f", lossless (cosine >= {LOSSLESS_COSINE})"))
+        if ranked[0] is not lossless:
+            findings.append(Finding(f"fastest at batch {batch}, lossy", "info",
+                                    _timed(ranked[0], batch) + "; check it with `vs2 verify "
+                                    f"--precision {ranked[0].precision}` before shipping it"))
+    return findings, [asdict(t) | {"lossless": t.lossless} for t in timings]
+
+
+def _name(t) -> str:
+    """'onnxruntime fp32', 'onnxruntime cuda fp16', 'openvino bf16'."""
+    backend = {"cpu": "onnxruntime", "cuda": "onnxruntime cuda"}.get(t.provider, t.provider)
+    return f"{backend} {t.precision}"
+
+
+def _timed(t, batch: int) -> str:
+    return (f"{_name(t)} (--provider {t.provider} --precision {t.precision}): "
+            f"{t.ms_per_image[batch]:.2f} ms/image, {t.speedup[batch]:.2f}x onnxruntime fp32, "
+            f"embedding cosine {t.cosine_min:.6f}")
 
 
 def thread_info() -> dict:
@@ -219,8 +251,10 @@ def check_demo_model() -> Finding:
                                        f"{time.perf_counter() - start:.1f} s)")
 
 
-def diagnose(require_gpu: bool = False, demo: bool = True) -> dict:
-    """Run every probe -> the report: healthy, findings, versions, providers, threads."""
+def diagnose(require_gpu: bool = False, demo: bool = True, model: Path | None = None,
+             rounds: int = 10) -> dict:
+    """Run every probe -> the report: healthy, findings, versions, providers, threads; with
+    `model` (an export folder) also which backend runs it fastest here (check_speed)."""
     found = versions()
     findings = [Finding(f"import {d}", "fail", "not installed") for d in ("numpy", "pillow")
                 if found.get(d) is None]
@@ -237,10 +271,18 @@ def diagnose(require_gpu: bool = False, demo: bool = True) -> dict:
         findings.append(Finding("import onnxruntime", "fail", str(exc)))
     if demo and toolchain:  # the demo CLIP is a torch model
         findings.append(check_demo_model())
+    timings: list[dict] = []
+    if model is None:
+        findings.append(Finding("fastest", "info", "timed per export: `vs2 doctor --model "
+                                "EXPORTED` (every backend and precision that runs here)"))
+    else:
+        speed, timings = check_speed(model, providers.get("usable", {}).get(
+            "CUDAExecutionProvider", False), rounds)
+        findings += speed
     healthy = not any(f.level == "fail" for f in findings)
     log.info("doctor: %s", "healthy" if healthy else "NOT healthy")
     return {"healthy": healthy, "findings": [asdict(f) for f in findings], "versions": found,
-            "providers": providers, "threads": thread_info()}
+            "providers": providers, "threads": thread_info(), "timings": timings}
 
 
 def format_report(report: dict) -> str:
