@@ -106,7 +106,7 @@ def random_pixels(manifest, n: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def time_backends(folder: Path, batches: tuple[int, ...] = (1, 8), rounds: int = 10,
+def time_backends(folder: str | Path, batches: tuple[int, ...] = (1, 8), rounds: int = 10,
                   threads: int | None = None, cuda: bool = False) -> list[BackendTiming]:
     """Start every candidate on `folder`, time them interleaved on random pixels, and rank
     them: fastest at the first batch size first. A candidate that fails to start is logged
