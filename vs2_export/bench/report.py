@@ -27,7 +27,7 @@ class BatchStats:
     """ORT fp32 fused graph's ms per image / this row's (None without that row)."""
     speedup_vs_pytorch: float | None
     matmul_rate_share: float | None
-    """GFLOP/image x images/s over ORT's MatMul 2048^3 rate (fp32 rows of the full graph)."""
+    """GFLOP/image x images/s over ORT's MatMul 2048^3 rate, timed in the same rounds (fp32 rows)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,9 @@ class BenchReport:
                 lines.append(f"{row.name[:32]:<32} {b:>5} {st.ms_per_image:>8.2f} {spread:>15} "
                              f"{st.images_per_s:>8.1f} {_ratio(st.speedup_vs_ort_fp32):>10} "
                              f"{_ratio(st.speedup_vs_pytorch):>8} {cos:>9} {_share(st):>6}")
-        lines.append(f"ORT MatMul 2048^3: {self.matmul_2048_gflops:.1f} GFLOP/s; "
-                     f"{self.gflop_per_image:.2f} GFLOP/image; MatMul = an fp32 row's FLOP rate "
-                     "over that")
+        lines.append(f"ORT MatMul 2048^3: {self.matmul_2048_gflops:.1f} GFLOP/s in the same "
+                     f"rounds; {self.gflop_per_image:.2f} GFLOP/image; MatMul = an fp32 row's "
+                     "FLOP rate over that")
         if self.load_warning:
             lines.append(self.load_warning)
         return "\n".join(lines)

@@ -38,7 +38,7 @@ from ..runtime import contract, openvino_session
 from ..runtime.preprocess import list_images, preprocess_paths
 from ..runtime.providers import OPENVINO, create_session
 from ..runtime.session import Vs2Session
-from ..runtime.timing import candidates, cosine_rows, interleaved, time_runs
+from ..runtime.timing import candidates, cosine_rows, interleaved
 from .baselines import HookedClip, export_encoder, gemm_ceiling_feeds, gemm_ceiling_model, matmul_model, vit_gflop
 from .chart import draw_chart
 from .report import BatchStats, BenchReport, Row
@@ -143,12 +143,18 @@ def _all_specs(cfg: BenchConfig, parts, threads: int, scratch: Path, opset: int)
         specs += _ablation_specs(cfg, parts, threads, scratch, opset)
     return specs
 
-def matmul_gflops(threads: int, runs: int = 5, n: int = 2048) -> float:
-    """ORT's fp32 GFLOP/s on one n^3 MatMul with `threads` intra-op threads (median of runs)."""
+
+MATMUL_N = 2048
+
+
+def _matmul(threads: int, n: int = MATMUL_N) -> Callable[[np.ndarray], object]:
+    """ORT's fp32 n^3 MatMul as one more runner (pixels ignored), timed in the same rounds as
+    the rows, so the FLOP-rate shares (report.BatchStats.matmul_rate_share) divide two rates
+    measured under the same load. Timed once after the rounds, as before, its rate was a
+    sample of another moment's load on this shared 2-core CPU (benchmarks/README.md)."""
     session = create_session(matmul_model(n), threads=threads)
     a = np.random.default_rng(1).random((n, n), np.float32)
-    times = time_runs(lambda: session.run(None, {"A": a}), runs, 1)
-    return 2 * n**3 / float(np.median(times)) / 1e9
+    return lambda _pixels: session.run(None, {"A": a})
 
 
 FUSED_OPS = ("FusedMatMul", "FusedGemm", "FusedConv", "Gelu", "BiasGelu", "FastGelu", "QuickGelu",
@@ -350,11 +356,13 @@ def bench(cfg: BenchConfig) -> BenchReport:
         runners, started = _start(specs)
         reference = Vs2Session(fp32, provider=cfg.provider, threads=threads).run(pixels)
         cosines = _cosines(runners, pixels, reference)
-        times = interleaved(runners, pixels, cfg.batches, cfg.runs, cfg.warmup)
+        times = interleaved([*runners, _matmul(threads)], pixels, cfg.batches, cfg.runs,
+                            cfg.warmup)
+        times, matmul = times[:-1], times[-1]
         del runners
         shares = {p: op_time_shares(contract.model_path(cfg.exported, p), pixels, threads, scratch)
                   for p in ("fp32", "int8") if contract.model_path(cfg.exported, p).is_file()}
-    gflops = matmul_gflops(threads)
+    gflops = 2 * MATMUL_N**3 / float(np.median(matmul)) / 1e9
     visual = parts.clip.model.visual
     rows = [Row(s.name, s.backend, s.precision, t, _file_mb(s.path), c, st) for s, t, c, st
             in zip(specs, started, cosines, _stats(times, cfg.batches), strict=True)]
