@@ -12,7 +12,7 @@ from pipeline import build_export
 from vs2_export.bench import bench
 from vs2_export.bench.baselines import gemm_ceiling_feeds, gemm_ceiling_model, vit_gflop
 from vs2_export.bench.report import BenchReport
-from vs2_export.bench.run import GEMM_CEILING
+from vs2_export.bench.run import GEMM_CEILING, MatMulProbe
 from vs2_export.config import BenchConfig, ExportConfig, ModelSpec
 from vs2_export.demo.data import generate_unlabeled
 from vs2_export.errors import Vs2Error
@@ -85,6 +85,14 @@ def test_rows_are_timed_interleaved():
     every = sorted((i, b) for i in range(3) for b in (1, 4))
     assert all(sorted(r) == every for r in rounds)  # each round: every row at every batch once
     assert len({tuple(r) for r in rounds}) > 1  # in an order that changes from round to round
+
+
+def test_matmul_probe_times_the_warm_product_of_each_call():
+    probe = MatMulProbe(threads=1, n=64)
+    for _ in range(5):
+        probe(np.zeros(1))
+    assert len(probe.seconds) == 5  # one (the second, warm) product timed per call
+    assert probe.gflops(3) == pytest.approx(2 * 64**3 / np.median(probe.seconds[-3:]) / 1e9)
 
 
 def test_load_warning_only_on_a_busy_machine():

@@ -27,7 +27,7 @@ class BatchStats:
     """ORT fp32 fused graph's ms per image / this row's (None without that row)."""
     speedup_vs_pytorch: float | None
     matmul_rate_share: float | None
-    """GFLOP/image x images/s over ORT's MatMul 2048^3 rate, timed in the same rounds (fp32 rows)."""
+    """GFLOP/image x images/s over matmul_2048_gflops (fp32 rows)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class BenchReport:
     load_average_end: tuple[float, float, float]
     cpu_count: int
     matmul_2048_gflops: float
+    """ORT's peak fp32 rate: a warm 2048^3 MatMul timed in the same rounds (run.MatMulProbe)."""
     gflop_per_image: float
     gflop_per_image_cls_only: float
     rows: tuple[Row, ...]
