@@ -74,9 +74,12 @@ def test_runtime_install_classifies_and_diagnoses(runtime_venv, exported, tmp_pa
     assert done.returncode == 0, done.stderr
     (prediction,) = json.loads(done.stdout)["predictions"]
     assert prediction["path"] == str(image) and len(prediction["top"]) == 3
-    doctor = run_vs2(runtime_venv, "doctor", "--json", cwd=tmp_path)
+    doctor = run_vs2(runtime_venv, "doctor", "--json", "--model", folder, "--rounds", "1",
+                     cwd=tmp_path)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "export toolchain" in doctor.stdout
+    timed = {(t["provider"], t["precision"]) for t in json.loads(doctor.stdout)["timings"]}
+    assert ("cpu", "fp32") in timed  # the fastest-backend timing runs without torch
     version = run_vs2(runtime_venv, "--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("vs2-export ")
 
