@@ -146,3 +146,12 @@ def test_doctor_model_that_is_not_an_export_exits_2(tmp_path):
     done = run_vs2("doctor", "--no-demo", "--model", tmp_path / "missing", timeout=120)
     assert done.returncode == 2, done.stderr
     assert len(text(done.stderr).strip().splitlines()) == 1 and "Traceback" not in text(done.stderr)
+
+
+def test_model_timing_without_onnxruntime_is_a_finding_not_a_crash(monkeypatch):
+    def broken(_require_gpu):
+        raise ImportError("libonnxruntime.so: cannot open shared object file")
+    monkeypatch.setattr(doctor, "check_providers", broken)
+    report = doctor.diagnose(demo=False, model=REPO)
+    assert not report["healthy"] and report["timings"] == []
+    assert findings(report)["fastest"]["level"] == "fail"

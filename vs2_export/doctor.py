@@ -275,9 +275,10 @@ def diagnose(require_gpu: bool = False, demo: bool = True, model: Path | None = 
     if model is None:
         findings.append(Finding("fastest", "info", "timed per export: `vs2 doctor --model "
                                 "EXPORTED` (every backend and precision that runs here)"))
+    elif not providers:  # onnxruntime does not import: its failure is listed above
+        findings.append(Finding("fastest", "fail", f"{model} not timed: no ONNX Runtime"))
     else:
-        speed, timings = check_speed(model, providers.get("usable", {}).get(
-            "CUDAExecutionProvider", False), rounds)
+        speed, timings = check_speed(model, providers["usable"]["CUDAExecutionProvider"], rounds)
         findings += speed
     healthy = not any(f.level == "fail" for f in findings)
     log.info("doctor: %s", "healthy" if healthy else "NOT healthy")
