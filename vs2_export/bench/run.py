@@ -152,7 +152,7 @@ class MatMulProbe:
     ignored) so that it sees the same load as the rows. Each call runs the product twice and
     keeps the second run's seconds: the first pays for the 16 MB operand the neighbouring row
     evicted from the cache, and the rate the shares divide by is ORT's peak (measured on this
-    2-core CPU: 62.0 GFLOP/s cold, 70.0 warm, in the same rounds; benchmarks/README.md)."""
+    2-core CPU: 61.1 GFLOP/s cold, 70.0 warm, in the same rounds: benchmarks/gemm_ceiling.py)."""
 
     def __init__(self, threads: int, n: int = MATMUL_N):
         self.session = create_session(matmul_model(n), threads=threads)
