@@ -4,6 +4,7 @@ the demo model; exit 0 healthy, 1 not. And torch_device, the --device check of e
 from __future__ import annotations
 
 import json
+import shutil
 
 import onnxruntime as ort
 import pytest
@@ -132,8 +133,8 @@ def test_doctor_times_every_backend_on_an_export(rgb_export):
 def test_fastest_lossless_is_named_apart_from_a_faster_lossy_path(monkeypatch):
     def fake(model, rounds, cuda):
         t = lambda prov, prec, ms, cos: timing.BackendTiming(prov, prec, {1: ms}, {1: 10.0 / ms}, cos)
-        return [t("cpu", "int8", 4.0, 0.995), t("openvino", "bf16", 5.0, 0.99995),
-                t("cpu", "fp32", 10.0, 1.0)]
+        return timing.Timings((t("cpu", "int8", 4.0, 0.995), t("openvino", "bf16", 5.0, 0.99995),
+                               t("cpu", "fp32", 10.0, 1.0)), {})
     monkeypatch.setattr(timing, "time_backends", fake)
     found = {f.name: f.detail for f in doctor.check_speed(REPO, cuda=False, rounds=1)[0]}
     assert found["fastest at batch 1"].startswith("openvino bf16 (--provider openvino "
@@ -155,3 +156,14 @@ def test_model_timing_without_onnxruntime_is_a_finding_not_a_crash(monkeypatch):
     report = doctor.diagnose(demo=False, model=REPO)
     assert not report["healthy"] and report["timings"] == []
     assert findings(report)["fastest"]["level"] == "fail"
+
+
+def test_a_damaged_variant_is_listed_not_timed(rgb_export, tmp_path):
+    folder = shutil.copytree(rgb_export, tmp_path / "export")
+    (folder / "model.int8.onnx").write_bytes(b"not a graph")
+    report = doctor.diagnose(demo=False, model=folder, rounds=1)
+    found = findings(report)
+    assert found["not timed cpu int8"]["level"] == "warn"
+    assert "protobuf" in found["not timed cpu int8"]["detail"]
+    assert ("cpu", "int8") not in {(t["provider"], t["precision"]) for t in report["timings"]}
+    assert found["fastest at batch 1"]["level"] == "ok"  # the rest still ran and were ranked

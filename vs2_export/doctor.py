@@ -185,10 +185,13 @@ def check_speed(model: Path, cuda: bool, rounds: int) -> tuple[list[Finding], li
     lossless one (embedding cosine >= timing.LOSSLESS_COSINE against ORT fp32) at each batch
     size, and the timings. Raises ValueError for a folder with no runnable model.onnx."""
     from .runtime.timing import LOSSLESS_COSINE, time_backends
-    timings = time_backends(model, rounds=rounds, cuda=cuda)
+    found = time_backends(model, rounds=rounds, cuda=cuda)
+    timings = found.ranked
     findings = [Finding(f"timed {_name(t)}", "info", ", ".join(
         f"batch {b} {ms:.2f} ms/image ({t.speedup[b]:.2f}x)" for b, ms in t.ms_per_image.items())
         + f", cosine {t.cosine_min:.6f}") for t in timings]
+    findings += [Finding(f"not timed {name}", "warn", f"does not start: {why}")
+                 for name, why in found.skipped.items()]
     for batch in timings[0].ms_per_image:
         ranked = sorted(timings, key=lambda t: t.ms_per_image[batch])
         lossless = next(t for t in ranked if t.lossless)  # ORT fp32 itself always is

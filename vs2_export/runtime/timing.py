@@ -82,6 +82,17 @@ class BackendTiming:
         return self.cosine_min >= LOSSLESS_COSINE
 
 
+@dataclass(frozen=True)
+class Timings:
+    """What time_backends found: the paths that ran, fastest first, and those that did not."""
+
+    ranked: tuple[BackendTiming, ...]
+    """Fastest at the first batch size first; ORT fp32 on the CPU is always among them."""
+    skipped: dict[str, str]
+    """'provider precision' -> why it did not start (a damaged variant file, a failed
+    compile): listed, never hidden behind the paths that did run."""
+
+
 def candidates(folder: Path, cuda: bool = False) -> list[tuple[str, str]]:
     """(provider, precision) pairs this machine can run for this export, ORT fp32 first: the
     variant files present; fp16 on CUDA only (on a CPU ORT computes it in fp32 with casts);
@@ -106,19 +117,21 @@ def random_pixels(manifest, n: int, seed: int = 0) -> np.ndarray:
 
 
 def time_backends(folder: str | Path, batches: tuple[int, ...] = (1, 8), rounds: int = 10,
-                  threads: int | None = None, cuda: bool = False) -> list[BackendTiming]:
+                  threads: int | None = None, cuda: bool = False) -> Timings:
     """Start every candidate on `folder`, time them interleaved on random pixels, and rank
-    them: fastest at the first batch size first. A candidate that fails to start is logged
-    and left out (doctor lists what ran)."""
+    them: fastest at the first batch size first. A candidate that fails to start is left out
+    of the timing and listed in Timings.skipped with its reason."""
     folder = Path(folder)
     # the baseline first, outside the try: a folder it cannot run in is the caller's error
     sessions = {("cpu", "fp32"): Vs2Session(contract.model_path(folder, "fp32"), threads=threads)}
+    skipped = {}
     for provider, precision in candidates(folder, cuda)[1:]:
         path = contract.model_path(folder, contract.COMPUTE_PRECISIONS.get(precision, precision))
         try:
             sessions[provider, precision] = Vs2Session(path, provider=provider, threads=threads,
                                                        precision=precision)
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not hide the others
+            skipped[f"{provider} {precision}"] = str(exc).strip().splitlines()[0]
             log.warning("timing: %s %s does not start: %s", provider, precision, exc)
     pixels = random_pixels(sessions["cpu", "fp32"].manifest, max(batches))
     embed = {k: s.run(pixels)[contract.EMBEDDING] for k, s in sessions.items()}
@@ -131,7 +144,7 @@ def time_backends(folder: str | Path, batches: tuple[int, ...] = (1, 8), rounds:
                             {b: float(base[j] / per_image[i, j]) for j, b in enumerate(batches)},
                             float(cosine_rows(embed[provider, precision], embed["cpu", "fp32"]).min()))
               for i, (provider, precision) in enumerate(sessions)]
-    return sorted(ranked, key=lambda t: t.ms_per_image[batches[0]])
+    return Timings(tuple(sorted(ranked, key=lambda t: t.ms_per_image[batches[0]])), skipped)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
