@@ -335,6 +335,14 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
                                                help="fp32, fp16 (CUDA), int8 (CPU); repeatable"),
            int8_mode: str = typer.Option(default(ExportConfig, "int8_mode"),
                                          help="static (calibrated QDQ) or dynamic (fallback)"),
+           int8_recheck: str = typer.Option(
+               default(ExportConfig, "int8_recheck"),
+               help="int8: re-run in fp32, inside the int8 graph, the images whose int8 top-2 logit "
+                    "margin is below this: auto (chosen on the calibration images), off (the plain, "
+                    "smaller int8 file) or a margin in logits"),
+           int8_recheck_gate: float = typer.Option(
+               default(ExportConfig, "int8_recheck_gate"),
+               help="int8: also re-run the images whose gate score is within this of tau (0: off)"),
            calibration: Path | None = typer.Option(
                None, help="folder of in-domain images for int8 static calibration; default: the "
                           "images the SAE's activation store was made from"),
@@ -360,7 +368,8 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
     cfg = ExportConfig(sae=sae, steering=steering, out=out,
                        model=model and ModelSpec(model, pretrained), classes=classes,
                        templates=tuple(template), opset=opset, force=force,
-                       precisions=tuple(precision), int8_mode=int8_mode, calibration=calibration,
+                       precisions=tuple(precision), int8_mode=int8_mode, int8_recheck=int8_recheck,
+                       int8_recheck_gate=int8_recheck_gate, calibration=calibration,
                        calibration_max=calibration_max, cls_only=cls_only,
                        pixel_input=pixel_input, run=run_folder)
     resolved = resolve(cfg)
@@ -475,7 +484,8 @@ def web(exported: Path = typer.Argument(..., help="export folder"),
         ort_dist: Path | None = typer.Option(
             None, help="onnxruntime-web's dist folder; default: node_modules/onnxruntime-web/dist "
                        "of this checkout"),
-        precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (smaller)"),
+        precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (4x smaller if exported "
+                                             "with --int8-recheck off)"),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Export folder -> a static web page that runs the model in the browser (onnxruntime-web)."""
     from .web.site import build_site, default_ort_dist

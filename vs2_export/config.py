@@ -6,6 +6,7 @@ expected and what came. Paths are kept as pathlib.Path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -285,6 +286,14 @@ class ExportConfig:
     """Variants to write: model.onnx (fp32, always: the base), model.fp16.onnx, model.int8.onnx."""
     int8_mode: str = "static"
     """int8: 'static' (QDQ, activations calibrated on `calibration`) or 'dynamic' (weights only)."""
+    int8_recheck: float | str = "auto"
+    """int8: re-run in fp32, inside model.int8.onnx, the images whose int8 top-2 logit margin is
+    below this (recheck.py): 'auto' = the margin chosen on the calibration images (needs classes
+    and calibration images, else off), 'off' = the plain int8 file (smaller), or a margin in
+    logits (a number >= 0, given as such or as its text)."""
+    int8_recheck_gate: float = 0.0
+    """int8: also re-run the images whose gate score is within this of tau (0 = not used): keeps
+    `steered` and the embedding of images at the gate, with or without classes."""
     calibration: Path | None = None
     """Images the static int8 activation ranges are calibrated on (in-domain, unlabeled); None =
     the images the SAE's activation store was extracted from (its meta.json lists them)."""
@@ -311,6 +320,9 @@ class ExportConfig:
         _check(self.int8_mode in contract.INT8_MODES,
                f"int8_mode: expected one of {list(contract.INT8_MODES)}, got {self.int8_mode!r}")
         _count(self, "calibration_max", 1, 100_000)
+        object.__setattr__(self, "int8_recheck", _recheck_setting(self.int8_recheck))
+        _check(finite32(self.int8_recheck_gate) and self.int8_recheck_gate >= 0,
+               f"int8_recheck_gate: expected a finite number >= 0, got {self.int8_recheck_gate!r}")
         object.__setattr__(self, "templates", tuple(self.templates))
         _check(len(self.templates) >= 1, "templates: expected at least one, got none")
         for t in self.templates:
@@ -320,6 +332,18 @@ class ExportConfig:
                f"pixel_input: expected one of {list(contract.PIXEL_INPUTS)}, got {self.pixel_input!r}")
         _check(self.pixel_input != contract.IMAGE_RGB or self.opset >= 18,
                f"pixel_input image_rgb: expected opset >= 18 (Resize antialias), got {self.opset}")
+
+
+def _recheck_setting(value: object) -> float | str:
+    """'auto', 'off', or a margin >= 0 (a number, or its text from the CLI) -> 'auto', 'off' or float."""
+    if value in ("auto", "off"):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    _check(finite32(value) and value >= 0,
+           f"int8_recheck: expected 'auto', 'off' or a margin >= 0 in logits, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,21 @@ def tensor_bytes(model: ir.Model | onnx.ModelProto) -> int:
                    if v.const_value is not None)
     return sum(int(np.prod(t.dims, dtype=np.int64))
                * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-               for t in model.graph.initializer)
+               for t in _initializers(model.graph))
+
+
+def _initializers(graph: onnx.GraphProto):
+    """The graph's initializers and those of its subgraphs (the int8 re-check's If branch holds
+    the fp32 weights), at any depth."""
+    yield from graph.initializer
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from _initializers(sub)
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a node holds in its attributes (If's branches, Loop's body)."""
+    return [g for a in node.attribute for g in [a.g] * a.HasField("g") + list(a.graphs)]
 
 
 def save_onnx(model: ir.Model | onnx.ModelProto, path: Path) -> None:

@@ -6,7 +6,8 @@ loaded, run and compared with the fp32 graph before it is kept.
                      and the norms fp32; inputs and outputs fp32 (docs/design.md pitfalls: ORT #13639)
     model.int8.onnx  static QDQ int8 calibrated on images (default) or dynamic int8 weights; the
                      SAE head, gate, ln_post, projection, norms and the attention matmuls
-                     (activation x activation) fp32
+                     (activation x activation) fp32; by default with the fp32 graph inside, re-run
+                     on the images int8 may answer differently (recheck.py)
 
 "Head" = every node after the trunk (the exporter records each node's module path in its
 `namespace` metadata): it costs ~0.05% of the FLOPs (docs/method.md section 3) and holds the top-k
@@ -16,6 +17,7 @@ and the gate, which are discontinuous, so lowering it buys nothing and risks fli
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import recheck
 from .artifacts import atomic_pair, claim_output, write_json
 from .config import ExportConfig
 from .errors import Vs2Error
@@ -32,7 +35,7 @@ from .onnx_files import onnx_mb, save_onnx
 from .parity import TOLERANCES, compare
 from .runtime import contract
 from .runtime.classes import read_class_embeddings
-from .runtime.manifest import Manifest
+from .runtime.manifest import Int8RecheckInfo, Manifest
 from .runtime.onnx_wire import external_data_locations
 from .runtime.preprocess import list_images, preprocess_paths
 from .runtime.providers import create_session
@@ -243,13 +246,26 @@ def to_int8(fp32_path: Path, out_path: Path, pixels: np.ndarray | list | None, m
 
 def int8_model(fp32_path: Path, pixels: np.ndarray | list | None, mode: str = "static",
                input_name: str = contract.PIXEL_VALUES,
-               extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+               extra: dict[str, np.ndarray] | None = None,
+               recheck_settings: tuple[float | str, float, np.ndarray | list | None] = ("off", 0.0, None),
+               ) -> tuple[onnx.ModelProto, Int8RecheckInfo | None]:
     """to_int8 into a scratch folder -> the int8 graph as a ModelProto with its weights in memory
-    (0.65 GB for ViT-H-14), for the caller to write with its metadata (onnx_files.save_onnx)."""
+    (0.65 GB for ViT-H-14), for the caller to write with its metadata (onnx_files.save_onnx), and
+    the fp32 re-check built into it (recheck.py) or None. recheck_settings: ExportConfig's
+    int8_recheck and int8_recheck_gate, and the calibration pixels to choose the margin on."""
+    setting, gate_band, recheck_pixels = recheck_settings
     with tempfile.TemporaryDirectory(prefix="vs2-int8-out-") as scratch:
         out = Path(scratch) / contract.model_file("int8")
         to_int8(Path(fp32_path), out, pixels, mode, input_name, extra)
-        return onnx.load(str(out))  # with its sidecar, if the quantizer wrote one
+        fp32 = onnx.load(str(fp32_path), load_external_data=False)
+        has_logits = contract.LOGITS in [o.name for o in fp32.graph.output]
+        plan = recheck.plan(setting, gate_band, Path(fp32_path), out, recheck_pixels, extra or {},
+                            input_name, has_logits)
+        model = onnx.load(str(out))  # with its sidecar, if the quantizer wrote one
+    if plan is None:
+        return model, None
+    onnx.load_external_data_for_model(fp32, str(Path(fp32_path).parent))
+    return recheck.guarded_model(model, fp32, plan, input_name), plan
 
 
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -314,8 +330,10 @@ def write_variant(cfg: ExportConfig, manifest: Manifest, precision: str,
     if precision == "fp16":
         model = to_fp16(fp32)
     else:
-        model = int8_model(fp32, pixels if cfg.int8_mode == "static" else None, cfg.int8_mode,
-                           meta.pixel_input, default_feeds(cfg.out, meta))
+        model, guard = int8_model(fp32, pixels if cfg.int8_mode == "static" else None,
+                                  cfg.int8_mode, meta.pixel_input, default_feeds(cfg.out, meta),
+                                  (cfg.int8_recheck, cfg.int8_recheck_gate, pixels))
+        meta = dataclasses.replace(meta, int8_recheck=guard)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {contract.METADATA_KEY: meta.to_json()})
     with atomic_pair(final, contract.sidecar_name(final)) as tmp:

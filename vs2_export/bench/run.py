@@ -252,7 +252,7 @@ def _ablation_specs(cfg: BenchConfig, parts, threads: int, scratch: Path,
              spec("+ BiasGelu fusion", _ort(biasgelu, cfg.provider, threads, extra=extra), biasgelu)]
     if contract.model_path(cfg.exported, "int8").is_file():
         dynamic = scratch / "int8_dynamic.onnx"
-        write_onnx(int8_model(fp32, None, "dynamic"), dynamic)
+        write_onnx(int8_model(fp32, None, "dynamic")[0], dynamic)
         specs.append(Spec("ablation: int8 dynamic", "onnxruntime", "int8",
                           _ort(dynamic, cfg.provider, threads, extra=extra), dynamic))
     for level in ("basic", "extended"):

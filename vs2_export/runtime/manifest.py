@@ -136,6 +136,25 @@ class TextInfo:
 
 
 @dataclass(frozen=True)
+class Int8RecheckInfo:
+    """How model.int8.onnx re-runs its close calls in fp32 (recheck.py; docs/design.md, "int8
+    that keeps its answers"): rows whose int8 top-2 logit margin is below `margin`, or whose gate
+    score is within `gate_band` of gate_tau, get the fp32 graph's outputs."""
+
+    margin: float
+    """Logit units; 0 = the margin is not used."""
+    gate_band: float
+    """Gate-score units; 0 = not used."""
+    estimated_disagreement: float | None
+    """Top-1 disagreement with fp32 estimated on the calibration images; None when the margin was
+    given, not chosen."""
+    rerun_rate: float | None
+    """Share of the calibration images re-run; None without calibration images."""
+    images: int
+    """Calibration images the margin was chosen on (0: given by the user)."""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything an app needs to run, and trust, an exported model (schema_version 2)."""
 
@@ -166,6 +185,8 @@ class Manifest:
     card: dict[str, Any] | None = None
     """Model-card facts known at export (source and licence, SAE data, gate; free-form, JSON
     values); MODEL_CARD.md renders them. None in exports from before issue 12."""
+    int8_recheck: Int8RecheckInfo | None = None
+    """int8 with the fp32 re-check of its close calls; None for every other graph."""
 
     def __post_init__(self) -> None:
         # Accept lists where tuples are meant (JSON has no tuples), then check everything once.
@@ -212,6 +233,7 @@ class Manifest:
             "tolerances": json.loads(json.dumps(self.tolerances)),  # deep copy, JSON-only values
             "created": self.created,
             **({} if self.card is None else {"card": json.loads(json.dumps(self.card))}),
+            **({} if self.int8_recheck is None else {"int8_recheck": _section_dict(self.int8_recheck)}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -271,7 +293,7 @@ def is_finite_number(value: Any) -> bool:
 _TOP_KEYS = ("schema_version", "model", "preprocess", "sae", "steering", "classes", "templates",
              "logit_scale", "precision", "opset", "pixel_input", "inputs", contract.CLASS_EMBEDDINGS,
              "text", "outputs", "versions", "tolerances", "created")
-_OPTIONAL_TOP_KEYS = ("card",)
+_OPTIONAL_TOP_KEYS = ("card", "int8_recheck")
 _SECTIONS = {"model": ModelInfo, "sae": SaeInfo, "steering": SteeringInfo}
 _OPTIONAL_SECTIONS = {contract.CLASS_EMBEDDINGS: ClassEmbeddingsInfo, "text": TextInfo}
 """Sections that are null when the export has no classes (or no text graph)."""
@@ -302,6 +324,8 @@ def _parse(cls: type[Manifest], data: Any) -> Manifest:
         spec = PreprocessSpec.from_dict(preprocess)
     except (ValueError, TypeError) as exc:
         raise ManifestError(f"preprocess.{exc}") from None
+    if data.get("int8_recheck") is not None:
+        sections["int8_recheck"] = _section(data["int8_recheck"], Int8RecheckInfo, "int8_recheck")
     rest = {k: data[k] for k in _TOP_KEYS + _OPTIONAL_TOP_KEYS
             if k in data and k not in sections and k not in ("inputs", "preprocess", "pixel_input")}
     extra = {"max_side": inputs["max_side"]} if image_rgb else {}
@@ -501,7 +525,26 @@ def _check_gate(m: Manifest) -> None:
         isinstance(k, str) and is_finite_number(v) for k, v in stats.items())),
         "steering.gate_stats", "null or an object of finite numbers", stats)
     _expect(m.card is None or isinstance(m.card, dict), "card", "null or an object", m.card)
+    _check_recheck(m)
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_recheck(m: Manifest) -> None:
+    r = m.int8_recheck
+    if r is None:
+        return
+    _expect(isinstance(r, Int8RecheckInfo), "int8_recheck", "an object", r)
+    _expect(m.precision == "int8", "int8_recheck", "only in an int8 manifest", m.precision)
+    for key in ("margin", "gate_band"):
+        value = getattr(r, key)
+        _expect(is_finite_number(value) and value >= 0, f"int8_recheck.{key}", "a finite number >= 0", value)
+    _expect(r.margin > 0 or r.gate_band > 0, "int8_recheck", "margin or gate_band > 0", _section_dict(r))
+    _expect(r.margin == 0 or m.classes is not None, "int8_recheck.margin", "0 without classes", r.margin)
+    for key in ("estimated_disagreement", "rerun_rate"):
+        value = getattr(r, key)
+        _expect(value is None or (is_finite_number(value) and 0 <= value <= 1),
+                f"int8_recheck.{key}", "null or a number in [0, 1]", value)
+    _expect(_is_int(r.images) and r.images >= 0, "int8_recheck.images", "an int >= 0", r.images)

@@ -1,0 +1,299 @@
+"""model.onnx + the static int8 graph -> ONE int8 graph that re-runs its close calls in fp32.
+
+Static int8 moves a ViT's logits by a fraction of a logit (docs/design.md, "int8 that keeps its
+answers"): on the demo a median 0.2, while one image in ten has its top two classes closer
+than 0.3. Those images are the ones whose answer int8 can change, and int8 itself can spot them:
+its own top-2 margin is small. The guarded graph runs the int8 trunk on the whole batch, then
+the fp32 graph on only the rows whose int8 margin is below `margin` (or whose gate score is within
+`gate_band` of gate_tau), and scatters their fp32 outputs over the int8 ones:
+
+    int8 graph (pixels -> outputs)           the static QDQ graph, outputs renamed int8/NAME
+    margin  = top1 - top2 of int8/logits     [B]   (top2 = -inf with one class: never re-run)
+    need    = margin < MARGIN  (or |gate_score - gate_tau| < GATE_BAND)         [B] bool
+    If any(need):  rows = NonZero(need); fp32 graph on pixels[rows]; NAME = ScatterND(int8/NAME,
+                   rows, fp32/NAME)
+    else:          NAME = int8/NAME
+
+One graph, so every ONNX Runtime binding (Python, Node, the browser, C/C++) gets the same answers
+with no code of its own; the price is the fp32 weights inside the file (about 1.2x model.onnx)
+and one fp32 run per re-checked image. The margin is chosen per export from the calibration
+images (margin_threshold); `vs2 export --int8-recheck off` keeps the plain, small int8 file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import Vs2Error
+from .onnx_files import subgraphs
+from .runtime import contract
+from .runtime.manifest import Int8RecheckInfo
+from .runtime.providers import create_session
+
+log = logging.getLogger(__name__)
+BUDGET = 0.002
+"""Disagreement with fp32 the margin is chosen for, as estimated on the calibration images. The
+target is 1% (99% top-1 agreement); the estimate is kept 5x below it because 128 calibration
+images see little of the error's tail: on the demo the estimate from them was 2-3x below what
+3,000 held-out images showed (benchmarks/README.md, "int8 that keeps its answers")."""
+MAX_RERUN = 0.5
+"""A margin that would re-run more than half the calibration images means int8 is not worth its
+file: export says so and keeps the margin at that point."""
+INT8 = "int8/"
+FP32 = "fp32/"
+GUARD = "recheck/"
+
+
+def top2_margin(logits: np.ndarray) -> np.ndarray:
+    """[N, C] -> [N] top-1 minus top-2 logit; +inf with one class (nothing can flip)."""
+    if logits.shape[1] < 2:
+        return np.full(len(logits), np.inf, dtype=np.float32)
+    top = np.sort(logits, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def margin_threshold(fp32_logits: np.ndarray, int8_logits: np.ndarray,
+                     budget: float = BUDGET) -> tuple[float, float, float]:
+    """Calibration logits [N, C] of both graphs -> (margin, estimated disagreement, re-run share).
+
+    An image flips when int8's error lifts its top class over the runner-up by more than int8's
+    margin: delta = err[top1] - err[top2] > margin. Treating delta as independent of the margin,
+    the disagreement left at threshold t is mean_i [m_i >= t] * P(delta > m_i), with P taken over
+    all N images' deltas (N^2 pairs: smooth where N flips alone would be 0 or 1). The smallest t
+    meeting the budget is returned, as the smallest margin the guard leaves alone."""
+    m = top2_margin(int8_logits)
+    order = np.argsort(int8_logits, axis=1)
+    rows, err = np.arange(len(m)), int8_logits - fp32_logits
+    delta = err[rows, order[:, -1]] - err[rows, order[:, -2]] if order.shape[1] > 1 else np.zeros(len(m))
+    flip_p = (delta[None, :] > m[:, None]).mean(axis=1)  # [N]: P(delta > m_i)
+    candidates = np.concatenate([[0.0], np.sort(m[np.isfinite(m)])])
+    for t in candidates:
+        kept = m >= t
+        estimate = float((flip_p * kept).mean())
+        rerun = float((~kept).mean())
+        if estimate <= budget or rerun >= MAX_RERUN:
+            if rerun >= MAX_RERUN:
+                log.warning("int8 re-check: %.0f%% of the calibration images are close calls "
+                            "(estimated disagreement %.2f%% at that point): int8 saves little on "
+                            "this model", 100 * rerun, 100 * estimate)
+            return float(t), estimate, rerun
+    return float(candidates[-1]), 0.0, 1.0  # unreachable: t = max margin re-runs all but one
+
+
+def plan(setting: float | str, gate_band: float, fp32_path: Path, int8_path: Path,
+         pixels: np.ndarray | list | None, feeds: dict[str, np.ndarray], input_name: str,
+         has_logits: bool) -> Int8RecheckInfo | None:
+    """The export's int8_recheck settings ('auto' / 'off' / a margin, and a gate band) -> what the
+    guard is built with, or None for the plain int8 file. 'auto' runs both graphs on the
+    calibration pixels (in the graph's input kind) and picks the margin (margin_threshold);
+    feeds: the other inputs' defaults."""
+    if not has_logits and not isinstance(setting, str) and setting > 0:
+        raise Vs2Error("int8 re-check: a margin needs the logits output: export with --classes, "
+                       "or use --int8-recheck-gate")
+    margin, estimate, rerun, images = 0.0, None, None, 0
+    if has_logits and not isinstance(setting, str):
+        margin = float(setting)
+    elif has_logits and setting == "auto" and (pixels is None or not len(pixels)):
+        log.warning("int8 re-check: no calibration images to choose its margin on: the int8 "
+                    "file re-checks nothing by margin (give --int8-recheck MARGIN)")
+    elif has_logits and setting == "auto":
+        fp32, int8 = (calibration_logits(p, pixels, input_name, feeds) for p in (fp32_path, int8_path))
+        (margin, estimate, rerun), images = margin_threshold(fp32, int8), len(pixels)
+        log.info("int8 re-check: margin %.4g logits, re-runs %.1f%% of %d calibration images, "
+                 "estimated agreement with fp32 %.2f%%", margin, 100 * rerun, images,
+                 100 * (1 - estimate))
+    if margin == 0 and gate_band == 0:
+        return None
+    return Int8RecheckInfo(margin, gate_band, estimate, rerun, images)
+
+
+def calibration_logits(path: Path, pixels: np.ndarray | list, input_name: str,
+                       feeds: dict[str, np.ndarray], batch: int = 8) -> np.ndarray:
+    """The graph at `path` on the calibration pixels -> logits [N, C] (ORT CPU; image_rgb
+    pixels are a list of [H, W, 3], one image a run)."""
+    session = create_session(path)  # the precision follows the file name (model.int8.onnx)
+    batches = list(pixels) if input_name == contract.IMAGE_RGB else \
+        [pixels[s:s + batch] for s in range(0, len(pixels), batch)]
+    return np.concatenate([session.run([contract.LOGITS], {**feeds, input_name: b})[0]
+                           for b in batches]).astype(np.float32)
+
+
+def guarded_model(int8: onnx.ModelProto, fp32: onnx.ModelProto, recheck: Int8RecheckInfo,
+                  pixel_input: str) -> onnx.ModelProto:
+    """The int8 graph with the fp32 re-check (module docstring). Both graphs must have the same
+    inputs and outputs; the fp32 weights go into the re-check branch, except those the int8 graph
+    already holds unchanged (the head, LayerNorms), which the branch reads from the outer graph."""
+    outputs = [o.name for o in int8.graph.output]
+    if outputs != [o.name for o in fp32.graph.output]:
+        raise Vs2Error("int8 re-check: expected model.onnx and the int8 graph to have the same "
+                       f"outputs, got {outputs} and {[o.name for o in fp32.graph.output]}")
+    if recheck.margin > 0 and contract.LOGITS not in outputs:
+        raise Vs2Error("int8 re-check: a margin needs the logits output (export with --classes); "
+                       "without classes only --int8-recheck-gate applies")
+    model = onnx.ModelProto()
+    model.CopyFrom(int8)
+    _rename(model.graph.node, {o: INT8 + o for o in outputs})
+    need = _need_nodes(recheck, contract.GATE_SCORE if contract.GATE_SCORE in outputs else contract.FVU)
+    then_branch = _recheck_branch(fp32.graph, model.graph, outputs, pixel_input)
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", [INT8 + o], [GUARD + "else/" + o]) for o in outputs],
+        "int8_answers", [], [_value(fp32.graph, o, GUARD + "else/" + o) for o in outputs])
+    guard = helper.make_node("If", [GUARD + "any"], outputs, name=GUARD + "If",
+                             then_branch=then_branch, else_branch=else_branch)
+    model.graph.node.extend(need + [guard])
+    used = _inputs(model.graph)  # only the constants this guard reads: ORT warns about the rest
+    model.graph.initializer.extend(c for c in _need_constants(recheck) if c.name in used)
+    return model
+
+
+def _inputs(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of `graph` or of its subgraphs reads."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for sub in subgraphs(node):
+            names |= _inputs(sub)
+    return names
+
+
+def _need_nodes(recheck: Int8RecheckInfo, gate: str) -> list[onnx.NodeProto]:
+    """int8/logits and int8/GATE -> GUARD+'need' [B] bool and GUARD+'any' bool scalar. The
+    runner-up is the largest logit left once the top one is masked: no TopK, whose K = 2 would
+    fail on a one-class class_embeddings fed at run time (-inf there: never re-run)."""
+    g, logits, criteria, nodes = GUARD, INT8 + contract.LOGITS, [], []
+    if recheck.margin > 0:
+        nodes += [
+            helper.make_node("ReduceMax", [logits, g + "axis1"], [g + "top1"], keepdims=1),
+            helper.make_node("Equal", [logits, g + "top1"], [g + "is_top1"]),
+            helper.make_node("Where", [g + "is_top1", g + "minus_inf", logits], [g + "rest"]),
+            helper.make_node("ReduceMax", [g + "rest", g + "axis1"], [g + "top2"], keepdims=0),
+            helper.make_node("Squeeze", [g + "top1", g + "axis1"], [g + "top1_b"]),
+            helper.make_node("Sub", [g + "top1_b", g + "top2"], [g + "margin"]),
+            helper.make_node("Less", [g + "margin", g + "max_margin"], [g + "close"]),
+        ]
+        criteria.append(g + "close")
+    if recheck.gate_band > 0:  # the gate compares gate_score (or fvu) with tau: steered flips
+        nodes += [
+            helper.make_node("Sub", [INT8 + gate, contract.GATE_TAU], [g + "gate_gap"]),
+            helper.make_node("Abs", [g + "gate_gap"], [g + "gate_dist"]),
+            helper.make_node("Less", [g + "gate_dist", g + "gate_band"], [g + "near_gate"]),
+        ]
+        criteria.append(g + "near_gate")
+    if not criteria:
+        raise Vs2Error("int8 re-check: expected a margin or a gate band > 0, got neither")
+    combine = helper.make_node("Or", criteria, [g + "need"]) if len(criteria) == 2 else \
+        helper.make_node("Identity", criteria, [g + "need"])
+    return nodes + [
+        combine,
+        helper.make_node("Cast", [g + "need"], [g + "need_i"], to=TensorProto.INT32),
+        helper.make_node("ReduceMax", [g + "need_i"], [g + "any_i"], keepdims=0),
+        helper.make_node("Cast", [g + "any_i"], [g + "any"], to=TensorProto.BOOL),
+    ]
+
+
+def _need_constants(recheck: Int8RecheckInfo) -> list[onnx.TensorProto]:
+    g = GUARD
+    return [numpy_helper.from_array(np.array([1], np.int64), g + "axis1"),
+            numpy_helper.from_array(np.array(-np.inf, np.float32), g + "minus_inf"),
+            numpy_helper.from_array(np.array(recheck.margin, np.float32), g + "max_margin"),
+            numpy_helper.from_array(np.array(recheck.gate_band, np.float32), g + "gate_band"),
+            numpy_helper.from_array(np.array([-1], np.int64), g + "flat")]
+
+
+def _recheck_branch(fp32: onnx.GraphProto, outer: onnx.GraphProto, outputs: list[str],
+                    pixel_input: str) -> onnx.GraphProto:
+    """The If's then-branch: gather the rows in need, run the fp32 graph on them, scatter back.
+    image_rgb graphs hold one image: the branch runs fp32 on it whole and replaces every output."""
+    g = GUARD  # the steering inputs and class_embeddings keep their names: read from outside
+    batched = pixel_input != contract.IMAGE_RGB
+    shared = _shared_initializers(fp32, outer)
+    names = {i.name: FP32 + i.name for i in fp32.initializer if i.name not in shared}
+    names |= {v: FP32 + v for n in fp32.node for v in n.output}
+    names[pixel_input] = g + "rows_pixels" if batched else pixel_input
+    body = [_renamed(n, names) for n in fp32.node]
+    weights = []
+    for tensor in fp32.initializer:
+        if tensor.name in names:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            copy.name = names[tensor.name]
+            weights.append(copy)
+    head = [helper.make_node("NonZero", [g + "need"], [g + "rows_2d"]),
+            helper.make_node("Reshape", [g + "rows_2d", g + "flat"], [g + "rows"]),
+            helper.make_node("Transpose", [g + "rows_2d"], [g + "rows_col"], perm=[1, 0]),
+            helper.make_node("Gather", [pixel_input, g + "rows"], [g + "rows_pixels"], axis=0)]
+    if batched:
+        tail = [helper.make_node("ScatterND", [INT8 + o, g + "rows_col", FP32 + o], [g + "then/" + o])
+                for o in outputs]
+    else:
+        head, tail = [], [helper.make_node("Identity", [FP32 + o], [g + "then/" + o]) for o in outputs]
+    return helper.make_graph(head + body + tail, "fp32_recheck", [],
+                             [_value(fp32, o, g + "then/" + o) for o in outputs], initializer=weights)
+
+
+def _shared_initializers(fp32: onnx.GraphProto, outer: onnx.GraphProto) -> set[str]:
+    """fp32 initializers the int8 graph holds under the same name with the same bytes."""
+    theirs = {t.name: t for t in outer.initializer}
+    return {t.name for t in fp32.initializer if t.name in theirs
+            and _same_tensor(t, theirs[t.name])}
+
+
+def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    if a.data_type != b.data_type or list(a.dims) != list(b.dims):
+        return False
+    return np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
+def _renamed(node: onnx.NodeProto, names: dict[str, str]) -> onnx.NodeProto:
+    """A copy of an fp32 node for the re-check branch: its name and values under FP32."""
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = FP32 + node.name if node.name else ""
+    _rename([copy], names)
+    return copy
+
+
+def _rename(nodes, names: dict[str, str]) -> None:
+    """Rewrite value names in place in nodes' inputs and outputs, and in the subgraphs they hold
+    (image_rgb's resize front has If branches that read outer values by name)."""
+    for node in nodes:
+        node.input[:] = [names.get(v, v) for v in node.input]
+        node.output[:] = [names.get(v, v) for v in node.output]
+        for sub in subgraphs(node):
+            _rename(sub.node, names)
+            for value in sub.output:  # a branch may hand an outer value straight out
+                value.name = names.get(value.name, value.name)
+
+
+def _value(graph: onnx.GraphProto, output: str, name: str) -> onnx.ValueInfoProto:
+    """The graph output `output`'s type under a new name."""
+    info = onnx.ValueInfoProto()
+    info.CopyFrom(next(o for o in graph.output if o.name == output))
+    info.name = name
+    return info
+
+
+def plain_model(guarded: onnx.ModelProto) -> onnx.ModelProto:
+    """A guarded int8 graph -> the plain int8 graph inside it (what --int8-recheck off writes),
+    for measuring what the re-check changes. Edits `guarded` in place and returns it."""
+    graph = guarded.graph
+    keep = [n for n in graph.node if n.name != GUARD + "If"
+            and not (n.output and n.output[0].startswith(GUARD))]
+    del graph.node[:]
+    graph.node.extend(keep)
+    kept = [t for t in graph.initializer if not t.name.startswith(GUARD)]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    _rename(graph.node, {INT8 + o.name: o.name for o in graph.output})
+    for prop in guarded.metadata_props:  # the manifest inside: no re-check any more
+        if prop.key == contract.METADATA_KEY:
+            meta = json.loads(prop.value)
+            meta.pop("int8_recheck", None)
+            prop.value = json.dumps(meta)
+    return guarded
