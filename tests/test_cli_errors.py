@@ -188,6 +188,14 @@ def test_existing_outputs_need_force(work, tmp_path):
     assert (tmp_path / "exported" / "model.onnx").read_bytes() == b"somebody's model"
 
 
+@pytest.mark.parametrize("value", ["sometimes", "-1", "nan"])
+def test_export_bad_int8_recheck(work, tmp_path, value):
+    expect_error(2, "export", "--model", "vs2-demo", "--sae", work / "sae128", "--steering",
+                 work / "steering128.json", "--out", tmp_path / "exported", "--precision", "int8",
+                 "--int8-recheck", value, words=("int8_recheck", value))
+    assert not (tmp_path / "exported").exists()
+
+
 # ---- devices and providers that are not there
 
 

@@ -27,7 +27,9 @@ import toy_export
 from PIL import Image
 
 import vs2_export.onnx_files as onnx_files
+from vs2_export import recheck
 from vs2_export.runtime import Vs2Session, contract
+from vs2_export.runtime.manifest import Int8RecheckInfo
 from vs2_export.runtime.preprocess import PreprocessSpec, normalise, resize_crop
 from vs2_export.web.site import ORT_WEB_FILES, PAGE_FILES, SiteError, build_site
 
@@ -343,6 +345,46 @@ def test_browser_matches_python(exported, images, tmp_path):
         assert np.array_equal(rgba[..., :3], pil), f"{Path(entry['path']).name}: decode differs from Pillow"
     _check_results(results, exported, {p.name for p in images})
     assert results["timings"]["page"]["load_ms"] > 0
+
+
+@pytest.fixture(scope="module")
+def rechecked(rgb_export, module_tmp) -> Path:
+    """A copy of the image_rgb demo export whose model.int8.onnx re-runs every image in fp32
+    (margin 1e6): through the If branch, its answers must be model.onnx's in every binding."""
+    out = module_tmp.mktemp("recheck_all")
+    shutil.copytree(rgb_export, out, dirs_exist_ok=True)
+    path = contract.model_path(out, "int8")
+    guarded = recheck.guarded_model(recheck.plain_model(onnx.load(str(path))),
+                                    onnx.load(str(out / contract.MODEL_FILE)),
+                                    Int8RecheckInfo(1e6, 0.0, None, None, 0), contract.IMAGE_RGB)
+    onnx.save(guarded, str(path))
+    return out
+
+
+def test_node_runs_the_int8_recheck(rechecked, tmp_path):
+    """onnxruntime-node takes the If / fp32 branch of model.int8.onnx with no code of its own."""
+    _skip(_missing_node())
+    (tmp_path / "images").mkdir()
+    images = make_images(tmp_path / "images", _manifest(rechecked)["preprocess"]["image_size"])
+    pngs = [p for p in images if p.suffix == ".png"]
+    out = tmp_path / "node.json"
+    env = dict(os.environ, VS2_EXPORT=str(rechecked), VS2_MODEL=contract.model_file("int8"),
+               VS2_IMAGES=json.dumps([str(p) for p in pngs]), VS2_RESULTS=str(out))
+    run = subprocess.run(["node", "--test", "tests/js/"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _check_results(json.loads(out.read_text()), rechecked, {p.name for p in pngs})
+
+
+def test_browser_runs_the_int8_recheck(rechecked, tmp_path):
+    """onnxruntime-web (wasm, in Chromium) too: the page served model.int8.onnx."""
+    _skip(_missing_browser())
+    (tmp_path / "images").mkdir()
+    images = make_images(tmp_path / "images", _manifest(rechecked)["preprocess"]["image_size"])
+    site = build_site(rechecked, tmp_path / "site", ORT_DIST, precision="int8")
+    results = _browser(site, tmp_path / "browser.json", "--images", ",".join(map(str, images)))
+    assert results.get("error") is None, results
+    _check_results(results, rechecked, {p.name for p in images})
 
 
 def test_browser_threads_when_cross_origin_isolated(tmp_path, toy_images):

@@ -2,7 +2,8 @@
 //
 // With VS2_EXPORT=folder VS2_IMAGES='["a.png", ...]' VS2_RESULTS=out.json it runs vs2.js on
 // onnxruntime-node over the images (decoded by png.js) and writes every output as JSON for
-// tests/test_js_bindings.py to compare with the Python runtime.
+// tests/test_js_bindings.py to compare with the Python runtime. VS2_MODEL picks another graph
+// file of the folder (model.int8.onnx).
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { test } from 'node:test';
@@ -70,7 +71,8 @@ test('vs2.js on onnxruntime-node over an export folder', { skip: !EXPORT && 'set
   ort.env.logLevel = 'error';
   const images = JSON.parse(process.env.VS2_IMAGES ?? '[]');
   const t0 = performance.now();
-  const model = await loadModel(ort, EXPORT, { sessionOptions: { intraOpNumThreads: 1 } });
+  const model = await loadModel(ort, EXPORT, { sessionOptions: { intraOpNumThreads: 1 },
+    model: process.env.VS2_MODEL ?? 'model.onnx' });
   const results = { runtime: 'node', versions: { node: process.versions.node, ort: ort.env.versions },
     pixel_input: model.pixelInput, timings: { load_ms: performance.now() - t0 }, images: [] };
   for (const path of images) {
