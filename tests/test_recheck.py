@@ -3,6 +3,7 @@ graph, the images whose int8 top-2 logit margin is small (recheck.py). Those row
 model.onnx's outputs, the others exactly the plain int8 graph's; the margin is chosen on the
 calibration images and recorded; --int8-recheck off / MARGIN and the gate band do what they say."""
 
+import dataclasses
 import json
 import shutil
 
@@ -16,9 +17,10 @@ from vs2_export.config import DEMO_MODEL, ExportConfig, ModelSpec
 from vs2_export.demo.data import generate_labeled
 from vs2_export.errors import Vs2Error
 from vs2_export.export import export
-from vs2_export.recheck import BUDGET, margin_threshold, top2_margin
+from vs2_export.precision import default_feeds
+from vs2_export.recheck import BUDGET, guarded_model, margin_threshold, plain_model, plan, top2_margin
 from vs2_export.runtime import contract
-from vs2_export.runtime.manifest import Manifest, ManifestError
+from vs2_export.runtime.manifest import Int8RecheckInfo, Manifest, ManifestError
 from vs2_export.runtime.preprocess import list_images, preprocess_paths
 from vs2_export.runtime.session import Vs2Session
 
@@ -27,17 +29,37 @@ CALIBRATION = 64
 
 @pytest.fixture(scope="module")
 def exports(demo_work, module_tmp):
-    """The same SAE exported three ways: the default (auto margin), --int8-recheck off (the plain
-    graph the default wraps: same calibration, same quantiser) and a margin of 1e6 (every image
-    re-run); and 200 labeled target-domain images none of them was calibrated on."""
+    """The demo SAE exported with the default re-check (auto margin), and beside it the plain
+    graph inside that file (what --int8-recheck off writes: same calibration, same quantiser)
+    and the same graph re-guarded with a margin of 1e6 (every image re-run); and 200 labeled
+    target-domain images none of them was calibrated on. One export: the settings' paths to
+    these graphs are recheck.plan's, tested on their own below."""
     work = module_tmp.mktemp("recheck")
-    common = dict(precisions=("int8",), calibration=demo_work / "unlabeled",
-                  calibration_max=CALIBRATION)
-    folders = {name: export_demo(demo_work, work / name, int8_recheck=setting, **common)
-               for name, setting in (("auto", "auto"), ("off", "off"), ("all", 1e6))}
+    auto = export_demo(demo_work, work / "auto", precisions=("int8",),
+                       calibration=demo_work / "unlabeled", calibration_max=CALIBRATION)
+    folders = {"auto": auto}
+    for name, margin in (("off", None), ("all", 1e6)):
+        folders[name] = _with_int8(auto, work / name, margin)
     generate_labeled(work / "target", 20, "target", seed=7)
-    spec = Vs2Session(folders["auto"]).manifest.preprocess
+    spec = Vs2Session(auto).manifest.preprocess
     return folders, preprocess_paths(list_images(work / "target"), spec).pixels
+
+
+def _with_int8(folder, out, margin):
+    """A copy of `folder` whose model.int8.onnx is its plain graph (margin None) or that graph
+    guarded by `margin`, the manifest saying so, as plan() would have built it."""
+    shutil.copytree(folder, out)
+    path = contract.model_path(out, "int8")
+    model = plain_model(onnx.load(str(path)))
+    if margin is not None:
+        info = Int8RecheckInfo(margin, 0.0, None, None, 0)
+        model = guarded_model(model, onnx.load(str(out / contract.MODEL_FILE)), info,
+                              contract.PIXEL_VALUES)
+        meta = json.loads(next(p.value for p in model.metadata_props if p.key == contract.METADATA_KEY))
+        meta["int8_recheck"] = dataclasses.asdict(info)
+        onnx.helper.set_model_props(model, {contract.METADATA_KEY: json.dumps(meta)})
+    onnx.save(model, str(path))
+    return out
 
 
 def _outputs(folder, precision, pixels, batch=50, **overrides):
@@ -124,26 +146,44 @@ def test_guarded_graph_with_its_weights_in_a_sidecar(exports, tmp_path, monkeypa
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_settings_choose_the_graph(exports, tmp_path):
+    """recheck.plan: off and a margin of 0 build nothing, a margin is taken as given, auto
+    without calibration images or without classes falls back to the plain file, and a margin
+    without logits is refused (the gate band still applies)."""
+    folders, pixels = exports
+    fp32 = contract.model_path(folders["auto"], "fp32")
+    int8 = contract.model_path(folders["off"], "int8")
+    feeds = default_feeds(folders["auto"], Vs2Session(fp32).manifest)
+    args = (fp32, int8, pixels[:16], feeds, contract.PIXEL_VALUES)
+    assert plan("off", 0.0, *args, True) is None and plan(0.0, 0.0, *args, True) is None
+    assert plan(0.7, 0.0, *args, True) == Int8RecheckInfo(0.7, 0.0, None, None, 0)
+    assert plan("auto", 0.0, fp32, int8, None, feeds, contract.PIXEL_VALUES, True) is None
+    assert plan("auto", 0.0, *args, False) is None
+    assert plan("auto", 0.01, *args, False) == Int8RecheckInfo(0.0, 0.01, None, None, 0)
+    chosen = plan("auto", 0.0, *args, True)
+    assert chosen.images == 16 and chosen.margin > 0 and chosen.estimated_disagreement <= BUDGET
+    with pytest.raises(Vs2Error, match="logits"):
+        plan(0.5, 0.0, *args, False)
+
+
 def test_without_classes_only_the_gate_band_applies(demo_work, exports, tmp_path):
     _, pixels = exports
-    base = dict(model=ModelSpec(DEMO_MODEL), precisions=("int8",),
-                calibration=demo_work / "unlabeled", calibration_max=16)
-    args = (demo_work / "sae", demo_work / "steering.json")
-    export(ExportConfig(*args, tmp_path / "auto", **base))  # auto, no logits: the plain graph
-    assert Vs2Session(contract.model_path(tmp_path / "auto", "int8")).manifest.int8_recheck is None
-    with pytest.raises(Vs2Error, match="logits"):
-        export(ExportConfig(*args, tmp_path / "margin", int8_recheck=0.5, **base))
     band = 0.01
-    export(ExportConfig(*args, tmp_path / "gate", int8_recheck_gate=band, **base))
+    export(ExportConfig(demo_work / "sae", demo_work / "steering.json", tmp_path / "gate",
+                        model=ModelSpec(DEMO_MODEL), precisions=("int8",), int8_recheck_gate=band,
+                        calibration=demo_work / "unlabeled", calibration_max=16))
     recheck = Vs2Session(contract.model_path(tmp_path / "gate", "int8")).manifest.int8_recheck
     assert recheck.margin == 0 and recheck.gate_band == band
-    fp32, plain = _outputs(tmp_path / "gate", "fp32", pixels), _outputs(tmp_path / "auto", "int8", pixels)
-    guarded = _outputs(tmp_path / "gate", "int8", pixels)
+    plain = _with_int8(tmp_path / "gate", tmp_path / "plain", None)
+    fp32, guarded = _outputs(tmp_path / "gate", "fp32", pixels), _outputs(tmp_path / "gate", "int8", pixels)
+    plain = _outputs(plain, "int8", pixels)
+    assert contract.LOGITS not in guarded
     tau = Vs2Session(tmp_path / "gate").manifest.steering.tau
     near = np.abs(plain.get("gate_score", plain["fvu"]) - tau) < band
     assert 0 < near.sum() < len(pixels)
-    np.testing.assert_array_equal(guarded["steered"][near], fp32["steered"][near])
-    np.testing.assert_array_equal(guarded["embedding"][~near], plain["embedding"][~near])
+    for name in guarded:
+        np.testing.assert_allclose(guarded[name][near], fp32[name][near], rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(guarded[name][~near], plain[name][~near], err_msg=name)
 
 
 def test_margin_threshold_meets_its_budget():

@@ -42,6 +42,9 @@ BUDGET = 0.002
 target is 1% (99% top-1 agreement); the estimate is kept 5x below it because 128 calibration
 images see little of the error's tail: on the demo the estimate from them was 2-3x below what
 3,000 held-out images showed (benchmarks/README.md, "int8 that keeps its answers")."""
+MIN_IMAGES = 32
+"""Below this many calibration images the estimate resolves little (N^2 pairs): 'auto' still
+chooses a margin from them but says so."""
 MAX_RERUN = 0.5
 """A margin that would re-run more than half the calibration images means int8 is not worth its
 file: export says so and keeps the margin at that point."""
@@ -105,6 +108,10 @@ def plan(setting: float | str, gate_band: float, fp32_path: Path, int8_path: Pat
     elif has_logits and setting == "auto":
         fp32, int8 = (calibration_logits(p, pixels, input_name, feeds) for p in (fp32_path, int8_path))
         (margin, estimate, rerun), images = margin_threshold(fp32, int8), len(pixels)
+        if images < MIN_IMAGES:
+            log.warning("int8 re-check: %d calibration images are few to choose the margin on "
+                        "(%d or more recommended, calibration/README.md); or give --int8-recheck "
+                        "MARGIN", images, MIN_IMAGES)
         log.info("int8 re-check: margin %.4g logits, re-runs %.1f%% of %d calibration images, "
                  "estimated agreement with fp32 %.2f%%", margin, 100 * rerun, images,
                  100 * (1 - estimate))
@@ -128,7 +135,8 @@ def guarded_model(int8: onnx.ModelProto, fp32: onnx.ModelProto, recheck: Int8Rec
                   pixel_input: str) -> onnx.ModelProto:
     """The int8 graph with the fp32 re-check (module docstring). Both graphs must have the same
     inputs and outputs; the fp32 weights go into the re-check branch, except those the int8 graph
-    already holds unchanged (the head, LayerNorms), which the branch reads from the outer graph."""
+    already holds unchanged (the head, LayerNorms), which the branch reads from the outer graph.
+    Edits and returns `int8` (no copy of its weights: ViT-H-14's are 0.65 GB); `fp32` is read."""
     outputs = [o.name for o in int8.graph.output]
     if outputs != [o.name for o in fp32.graph.output]:
         raise Vs2Error("int8 re-check: expected model.onnx and the int8 graph to have the same "
@@ -136,20 +144,18 @@ def guarded_model(int8: onnx.ModelProto, fp32: onnx.ModelProto, recheck: Int8Rec
     if recheck.margin > 0 and contract.LOGITS not in outputs:
         raise Vs2Error("int8 re-check: a margin needs the logits output (export with --classes); "
                        "without classes only --int8-recheck-gate applies")
-    model = onnx.ModelProto()
-    model.CopyFrom(int8)
-    _rename(model.graph.node, {o: INT8 + o for o in outputs})
+    _rename(int8.graph.node, {o: INT8 + o for o in outputs})
     need = _need_nodes(recheck, contract.GATE_SCORE if contract.GATE_SCORE in outputs else contract.FVU)
-    then_branch = _recheck_branch(fp32.graph, model.graph, outputs, pixel_input)
+    then_branch = _recheck_branch(fp32.graph, int8.graph, outputs, pixel_input)
     else_branch = helper.make_graph(
         [helper.make_node("Identity", [INT8 + o], [GUARD + "else/" + o]) for o in outputs],
         "int8_answers", [], [_value(fp32.graph, o, GUARD + "else/" + o) for o in outputs])
     guard = helper.make_node("If", [GUARD + "any"], outputs, name=GUARD + "If",
                              then_branch=then_branch, else_branch=else_branch)
-    model.graph.node.extend(need + [guard])
-    used = _inputs(model.graph)  # only the constants this guard reads: ORT warns about the rest
-    model.graph.initializer.extend(c for c in _need_constants(recheck) if c.name in used)
-    return model
+    int8.graph.node.extend(need + [guard])
+    used = _inputs(int8.graph)  # only the constants this guard reads: ORT warns about the rest
+    int8.graph.initializer.extend(c for c in _need_constants(recheck) if c.name in used)
+    return int8
 
 
 def _inputs(graph: onnx.GraphProto) -> set[str]:
