@@ -22,6 +22,7 @@ from vs2_export.recheck import BUDGET, guarded_model, margin_threshold, plain_mo
 from vs2_export.runtime import contract
 from vs2_export.runtime.manifest import Int8RecheckInfo, Manifest, ManifestError
 from vs2_export.runtime.preprocess import list_images, preprocess_paths
+from vs2_export.runtime.providers import create_session
 from vs2_export.runtime.session import Vs2Session
 
 CALIBRATION = 64
@@ -132,6 +133,19 @@ def test_one_class_fed_at_run_time_never_reruns(exports):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_a_tie_for_the_top_class_is_rerun(exports):
+    """Every class row twice: each image's top class ties exactly with its twin, margin 0, so
+    every image is re-run (masking every tied maximum would have compared with the next class)."""
+    folders, pixels = exports
+    feeds = default_feeds(folders["auto"], Vs2Session(folders["auto"]).manifest)
+    feeds[contract.CLASS_EMBEDDINGS] = np.repeat(feeds[contract.CLASS_EMBEDDINGS], 2, axis=0)
+    feeds[contract.PIXEL_VALUES] = pixels[:6]
+    got, want = ({o.name: v for o, v in zip(s.get_outputs(), s.run(None, feeds), strict=True)}
+                 for s in (create_session(contract.model_path(folders["auto"], p)) for p in ("int8", "fp32")))
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6, err_msg=name)
+
+
 def test_guarded_graph_with_its_weights_in_a_sidecar(exports, tmp_path, monkeypatch):
     """Over 2 GB the fp32 weights inside the If branch go to the sidecar like every other."""
     folders, pixels = exports
@@ -201,12 +215,23 @@ def test_margin_threshold_meets_its_budget():
     # the same graph twice: nothing to re-check; one class: nothing can flip
     assert margin_threshold(fp32, fp32)[0] == 0.0
     assert margin_threshold(fp32[:, :1], large[:, :1])[0] == 0.0
+    # one image that flips: the margin returned re-runs it (the guard re-runs m < margin)
+    one = margin_threshold(np.array([[0.0, 0.5]], np.float32), np.array([[0.6, 0.5]], np.float32))
+    assert one[0] > 0.1 and one[2] == 1.0
+    # ties are margin 0, NaN rows count as re-run (the graph's Not(m >= t))
+    assert top2_margin(np.array([[1, 1, 0]], np.float32))[0] == 0
+    nan = large.copy()
+    nan[:40] = np.nan
+    assert margin_threshold(fp32, nan)[2] >= 0.1
 
 
 @pytest.mark.parametrize("bad", ["abc", -0.1, "nan", float("inf"), "1e39"])
 def test_recheck_settings_are_validated(tmp_path, bad):
     with pytest.raises(Vs2Error, match="int8_recheck"):
         ExportConfig(tmp_path, tmp_path / "s.json", tmp_path / "out", int8_recheck=bad)
+    with pytest.raises(Vs2Error, match="off"):  # 'off' is the plain file: a gate band contradicts it
+        ExportConfig(tmp_path, tmp_path / "s.json", tmp_path / "out", int8_recheck="off",
+                     int8_recheck_gate=0.01)
 
 
 def test_recheck_setting_parses_text_and_gate(tmp_path):
@@ -225,7 +250,8 @@ def test_manifest_refuses_a_recheck_it_cannot_mean(exports):
              ({"int8_recheck": {**good["int8_recheck"], "margin": -1.0}}, "margin"),
              ({"int8_recheck": {**good["int8_recheck"], "margin": 0.0}}, "margin or gate_band"),
              ({"int8_recheck": {**good["int8_recheck"], "rerun_rate": 2.0}}, "rerun_rate"),
-             ({"int8_recheck": {"margin": 0.3}}, "int8_recheck")]
+             ({"int8_recheck": {"margin": 0.3}}, "int8_recheck"),
+             ({"int8_recheck": {**good["int8_recheck"], "margin": 10**400}}, "margin")]
     for change, message in cases:
         with pytest.raises(ManifestError, match=message):
             Manifest.from_dict({**good, **change})

@@ -484,7 +484,7 @@ def web(exported: Path = typer.Argument(..., help="export folder"),
         ort_dist: Path | None = typer.Option(
             None, help="onnxruntime-web's dist folder; default: node_modules/onnxruntime-web/dist "
                        "of this checkout"),
-        precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (4x smaller if exported "
+        precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (~3x smaller if exported "
                                              "with --int8-recheck off)"),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Export folder -> a static web page that runs the model in the browser (onnxruntime-web)."""

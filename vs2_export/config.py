@@ -293,7 +293,7 @@ class ExportConfig:
     logits (a number >= 0, given as such or as its text)."""
     int8_recheck_gate: float = 0.0
     """int8: also re-run the images whose gate score is within this of tau (0 = not used): keeps
-    `steered` and the embedding of images at the gate, with or without classes."""
+    `steered` and the embedding of images at the gate, with or without classes (not with 'off')."""
     calibration: Path | None = None
     """Images the static int8 activation ranges are calibrated on (in-domain, unlabeled); None =
     the images the SAE's activation store was extracted from (its meta.json lists them)."""
@@ -323,6 +323,9 @@ class ExportConfig:
         object.__setattr__(self, "int8_recheck", _recheck_setting(self.int8_recheck))
         _check(finite32(self.int8_recheck_gate) and self.int8_recheck_gate >= 0,
                f"int8_recheck_gate: expected a finite number >= 0, got {self.int8_recheck_gate!r}")
+        _check(self.int8_recheck != "off" or self.int8_recheck_gate == 0,
+               "int8_recheck 'off' writes the plain int8 file: expected no int8_recheck_gate with "
+               f"it, got {self.int8_recheck_gate!r} (a gate band alone: leave int8_recheck auto)")
         object.__setattr__(self, "templates", tuple(self.templates))
         _check(len(self.templates) >= 1, "templates: expected at least one, got none")
         for t in self.templates:

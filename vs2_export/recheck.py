@@ -54,10 +54,11 @@ GUARD = "recheck/"
 
 
 def top2_margin(logits: np.ndarray) -> np.ndarray:
-    """[N, C] -> [N] top-1 minus top-2 logit; +inf with one class (nothing can flip)."""
+    """[N, C] -> [N] top-1 minus top-2 logit (0 for a tie); +inf with one class (nothing can
+    flip); NaN where a row holds NaN. The graph computes the same (_need_nodes)."""
     if logits.shape[1] < 2:
-        return np.full(len(logits), np.inf, dtype=np.float32)
-    top = np.sort(logits, axis=1)
+        return np.where(np.isnan(logits).any(axis=1), np.nan, np.inf).astype(np.float32)
+    top = np.sort(logits, axis=1)  # NaN sorts last: top-1 NaN, the margin NaN
     return top[:, -1] - top[:, -2]
 
 
@@ -68,25 +69,30 @@ def margin_threshold(fp32_logits: np.ndarray, int8_logits: np.ndarray,
     An image flips when int8's error lifts its top class over the runner-up by more than int8's
     margin: delta = err[top1] - err[top2] > margin. Treating delta as independent of the margin,
     the disagreement left at threshold t is mean_i [m_i >= t] * P(delta > m_i), with P taken over
-    all N images' deltas (N^2 pairs: smooth where N flips alone would be 0 or 1). The smallest t
-    meeting the budget is returned, as the smallest margin the guard leaves alone."""
-    m = top2_margin(int8_logits)
+    all N images' deltas (N^2 pairs, counted in N log N: smooth where N flips alone would be 0
+    or 1). The guard re-runs m < t, and NaN margins always (the graph's Not(m >= t)). Candidates
+    are 0 and just above each margin, so every row can be re-run; the smallest meeting the
+    budget, or re-running MAX_RERUN of the images, is returned."""
+    m = top2_margin(int8_logits).astype(np.float64)
+    n = len(m)
+    if int8_logits.shape[1] < 2:
+        return 0.0, 0.0, float(np.isnan(m).mean()) if n else 0.0
     order = np.argsort(int8_logits, axis=1)
-    rows, err = np.arange(len(m)), int8_logits - fp32_logits
-    delta = err[rows, order[:, -1]] - err[rows, order[:, -2]] if order.shape[1] > 1 else np.zeros(len(m))
-    flip_p = (delta[None, :] > m[:, None]).mean(axis=1)  # [N]: P(delta > m_i)
-    candidates = np.concatenate([[0.0], np.sort(m[np.isfinite(m)])])
-    for t in candidates:
-        kept = m >= t
-        estimate = float((flip_p * kept).mean())
-        rerun = float((~kept).mean())
-        if estimate <= budget or rerun >= MAX_RERUN:
-            if rerun >= MAX_RERUN:
-                log.warning("int8 re-check: %.0f%% of the calibration images are close calls "
-                            "(estimated disagreement %.2f%% at that point): int8 saves little on "
-                            "this model", 100 * rerun, 100 * estimate)
-            return float(t), estimate, rerun
-    return float(candidates[-1]), 0.0, 1.0  # unreachable: t = max margin re-runs all but one
+    rows, err = np.arange(n), int8_logits - fp32_logits
+    delta = np.sort(err[rows, order[:, -1]] - err[rows, order[:, -2]])
+    finite = np.sort(m[np.isfinite(m)])
+    flip_p = 1 - np.searchsorted(delta, finite, side="right") / n  # [F]: P(delta > m_i)
+    kept_flips = np.concatenate([np.cumsum(flip_p[::-1])[::-1], [0.0]])  # rows i.. kept
+    candidates = np.concatenate([[0.0], np.nextafter(finite, np.inf)])
+    first_kept = np.searchsorted(finite, candidates, side="left")  # m >= t from here on
+    estimates = kept_flips[first_kept] / n
+    reruns = (first_kept + (n - len(finite) - np.isinf(m).sum())) / n  # NaN rows re-run always
+    stop = np.flatnonzero((estimates <= budget) | (reruns >= MAX_RERUN))[0]
+    if reruns[stop] >= MAX_RERUN and estimates[stop] > budget:
+        log.warning("int8 re-check: %.0f%% of the calibration images are close calls (estimated "
+                    "disagreement %.2f%% at that point): int8 saves little on this model",
+                    100 * reruns[stop], 100 * estimates[stop])
+    return float(candidates[stop]), float(estimates[stop]), float(reruns[stop])
 
 
 def plan(setting: float | str, gate_band: float, fp32_path: Path, int8_path: Path,
@@ -145,7 +151,9 @@ def guarded_model(int8: onnx.ModelProto, fp32: onnx.ModelProto, recheck: Int8Rec
         raise Vs2Error("int8 re-check: a margin needs the logits output (export with --classes); "
                        "without classes only --int8-recheck-gate applies")
     _rename(int8.graph.node, {o: INT8 + o for o in outputs})
-    need = _need_nodes(recheck, contract.GATE_SCORE if contract.GATE_SCORE in outputs else contract.FVU)
+    opset = next(o.version for o in int8.opset_import if o.domain in ("", "ai.onnx"))
+    need = _need_nodes(recheck, contract.GATE_SCORE if contract.GATE_SCORE in outputs else contract.FVU,
+                       opset)
     then_branch = _recheck_branch(fp32.graph, int8.graph, outputs, pixel_input)
     else_branch = helper.make_graph(
         [helper.make_node("Identity", [INT8 + o], [GUARD + "else/" + o]) for o in outputs],
@@ -168,20 +176,25 @@ def _inputs(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _need_nodes(recheck: Int8RecheckInfo, gate: str) -> list[onnx.NodeProto]:
+def _need_nodes(recheck: Int8RecheckInfo, gate: str, opset: int) -> list[onnx.NodeProto]:
     """int8/logits and int8/GATE -> GUARD+'need' [B] bool and GUARD+'any' bool scalar. The
-    runner-up is the largest logit left once the top one is masked: no TopK, whose K = 2 would
-    fail on a one-class class_embeddings fed at run time (-inf there: never re-run)."""
+    runner-up is the largest logit once the argmax column is masked (a tie gives margin 0, one
+    class -inf: never re-run); no TopK, whose K = 2 would fail on a one-class class_embeddings fed
+    at run time. Not(margin >= t) also re-runs NaN margins. top2_margin is the numpy twin."""
     g, logits, criteria, nodes = GUARD, INT8 + contract.LOGITS, [], []
     if recheck.margin > 0:
         nodes += [
-            helper.make_node("ReduceMax", [logits, g + "axis1"], [g + "top1"], keepdims=1),
-            helper.make_node("Equal", [logits, g + "top1"], [g + "is_top1"]),
+            helper.make_node("ArgMax", [logits], [g + "top1_at"], axis=1, keepdims=1),
+            helper.make_node("Shape", [logits], [g + "shape"]),
+            helper.make_node("Gather", [g + "shape", g + "one"], [g + "classes"], axis=0),
+            helper.make_node("Range", [g + "zero", g + "classes", g + "one"], [g + "columns"]),
+            helper.make_node("Equal", [g + "top1_at", g + "columns"], [g + "is_top1"]),
             helper.make_node("Where", [g + "is_top1", g + "minus_inf", logits], [g + "rest"]),
-            helper.make_node("ReduceMax", [g + "rest", g + "axis1"], [g + "top2"], keepdims=0),
-            helper.make_node("Squeeze", [g + "top1", g + "axis1"], [g + "top1_b"]),
-            helper.make_node("Sub", [g + "top1_b", g + "top2"], [g + "margin"]),
-            helper.make_node("Less", [g + "margin", g + "max_margin"], [g + "close"]),
+            _reduce_max(logits, g + "top1", opset),
+            _reduce_max(g + "rest", g + "top2", opset),
+            helper.make_node("Sub", [g + "top1", g + "top2"], [g + "margin"]),
+            helper.make_node("GreaterOrEqual", [g + "margin", g + "max_margin"], [g + "clear"]),
+            helper.make_node("Not", [g + "clear"], [g + "close"]),
         ]
         criteria.append(g + "close")
     if recheck.gate_band > 0:  # the gate compares gate_score (or fvu) with tau: steered flips
@@ -198,14 +211,26 @@ def _need_nodes(recheck: Int8RecheckInfo, gate: str) -> list[onnx.NodeProto]:
     return nodes + [
         combine,
         helper.make_node("Cast", [g + "need"], [g + "need_i"], to=TensorProto.INT32),
-        helper.make_node("ReduceMax", [g + "need_i"], [g + "any_i"], keepdims=0),
+        _reduce_max(g + "need_i", g + "any_i", opset, axis=None),
         helper.make_node("Cast", [g + "any_i"], [g + "any"], to=TensorProto.BOOL),
     ]
+
+
+def _reduce_max(x: str, out: str, opset: int, axis: int | None = 1) -> onnx.NodeProto:
+    """ReduceMax over `axis` (None: all), keepdims 0: axes are an input from opset 18, an
+    attribute before (the exporter allows opset 17)."""
+    if axis is None:
+        return helper.make_node("ReduceMax", [x], [out], keepdims=0)
+    if opset >= 18:
+        return helper.make_node("ReduceMax", [x, GUARD + "axis1"], [out], keepdims=0)
+    return helper.make_node("ReduceMax", [x], [out], keepdims=0, axes=[axis])
 
 
 def _need_constants(recheck: Int8RecheckInfo) -> list[onnx.TensorProto]:
     g = GUARD
     return [numpy_helper.from_array(np.array([1], np.int64), g + "axis1"),
+            numpy_helper.from_array(np.array(0, np.int64), g + "zero"),
+            numpy_helper.from_array(np.array(1, np.int64), g + "one"),
             numpy_helper.from_array(np.array(-np.inf, np.float32), g + "minus_inf"),
             numpy_helper.from_array(np.array(recheck.margin, np.float32), g + "max_margin"),
             numpy_helper.from_array(np.array(recheck.gate_band, np.float32), g + "gate_band"),

@@ -285,7 +285,14 @@ def is_iso_timestamp(value: str) -> bool:
 
 
 def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A real number that is finite as a float: JSON's 400-digit integers overflow math.isfinite
+    (OverflowError), which must read as 'not finite', not crash the parse."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 # ---- parsing: JSON structure -> dataclasses (types and meaning are checked in __post_init__)

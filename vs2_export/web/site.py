@@ -53,7 +53,7 @@ def build_site(exported: str | Path, out: str | Path, ort_dist: str | Path,
                precision: str = "fp32") -> Path:
     """Copy page, onnxruntime-web files and the export folder into `out` (created or refreshed).
     precision: the variant the page runs (model.int8.onnx exported with --int8-recheck off is
-    ~4x smaller to download; with its fp32 re-check, the default, ~1.2x larger); it is
+    ~3x smaller to download; with its fp32 re-check, the default, ~1.2x larger); it is
     served as model/model.onnx with its own manifest as model/manifest.json."""
     exported, out, ort_dist = Path(exported), Path(out), Path(ort_dist)
     variant = {contract.MODEL_FILE: contract.model_file(precision),
