@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
+from int8_recheck_cost import copy_with, plain  # benchmarks/, beside this script
 
 from vs2_export.demo.data import generate_labeled
-from vs2_export.recheck import plain_model, top2_margin
+from vs2_export.recheck import top2_margin
 from vs2_export.runtime import contract
 from vs2_export.runtime.preprocess import list_images, preprocess_paths
 from vs2_export.runtime.session import Vs2Session
@@ -27,15 +27,6 @@ from vs2_export.runtime.session import Vs2Session
 def outputs(session: Vs2Session, pixels: np.ndarray, **overrides) -> dict[str, np.ndarray]:
     runs = [session.run(pixels[i:i + 250], **overrides) for i in range(0, len(pixels), 250)]
     return {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
-
-
-def plain_int8(exported: Path, scratch: Path) -> Path:
-    """model.int8.onnx without its re-check, as a file with the int8 manifest beside it."""
-    path = scratch / contract.model_file("int8")
-    onnx.save(plain_model(onnx.load(str(contract.model_path(exported, "int8")))), str(path))
-    for name in (contract.manifest_file("int8"), contract.CLASS_EMBEDDINGS_FILE):
-        (scratch / name).write_bytes((exported / name).read_bytes())
-    return path
 
 
 def main() -> None:
@@ -49,7 +40,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         generate_labeled(Path(tmp) / "images", args.per_class, "target", seed=7)
         pixels = preprocess_paths(list_images(Path(tmp) / "images"), fp32.manifest.preprocess).pixels
-        int8 = Vs2Session(plain_int8(args.exported, Path(tmp)), threads=2) if recheck else shipped
+        int8 = Vs2Session(copy_with(args.exported, plain(args.exported), Path(tmp) / "plain"),
+                          threads=2) if recheck else shipped
     print(f"{len(pixels)} labeled target images; int8 re-check: {recheck}")
     for label, overrides in (("steered", {}), ("steering off (lambda 0)", {"lambda_": 0.0})):
         f, q = outputs(fp32, pixels, **overrides), outputs(int8, pixels, **overrides)

@@ -257,15 +257,13 @@ def int8_model(fp32_path: Path, pixels: np.ndarray | list | None, mode: str = "s
     with tempfile.TemporaryDirectory(prefix="vs2-int8-out-") as scratch:
         out = Path(scratch) / contract.model_file("int8")
         to_int8(Path(fp32_path), out, pixels, mode, input_name, extra)
-        fp32 = onnx.load(str(fp32_path), load_external_data=False)
-        has_logits = contract.LOGITS in [o.name for o in fp32.graph.output]
+        has_logits = contract.CLASS_EMBEDDINGS in (extra or {})  # the contract: logits iff classes
         plan = recheck.plan(setting, gate_band, Path(fp32_path), out, recheck_pixels, extra or {},
                             input_name, has_logits)
         model = onnx.load(str(out))  # with its sidecar, if the quantizer wrote one
     if plan is None:
         return model, None
-    onnx.load_external_data_for_model(fp32, str(Path(fp32_path).parent))
-    return recheck.guarded_model(model, fp32, plan, input_name), plan
+    return recheck.guarded_model(model, onnx.load(str(fp32_path)), plan, input_name), plan
 
 
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:

@@ -255,11 +255,11 @@ def _recheck_branch(fp32: onnx.GraphProto, outer: onnx.GraphProto, outputs: list
             copy.CopyFrom(tensor)
             copy.name = names[tensor.name]
             weights.append(copy)
-    head = [helper.make_node("NonZero", [g + "need"], [g + "rows_2d"]),
-            helper.make_node("Reshape", [g + "rows_2d", g + "flat"], [g + "rows"]),
-            helper.make_node("Transpose", [g + "rows_2d"], [g + "rows_col"], perm=[1, 0]),
-            helper.make_node("Gather", [pixel_input, g + "rows"], [g + "rows_pixels"], axis=0)]
     if batched:
+        head = [helper.make_node("NonZero", [g + "need"], [g + "rows_2d"]),
+                helper.make_node("Reshape", [g + "rows_2d", g + "flat"], [g + "rows"]),
+                helper.make_node("Transpose", [g + "rows_2d"], [g + "rows_col"], perm=[1, 0]),
+                helper.make_node("Gather", [pixel_input, g + "rows"], [g + "rows_pixels"], axis=0)]
         tail = [helper.make_node("ScatterND", [INT8 + o, g + "rows_col", FP32 + o], [g + "then/" + o])
                 for o in outputs]
     else:
