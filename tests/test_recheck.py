@@ -13,9 +13,9 @@ import pytest
 from pipeline import export_demo
 
 from vs2_export import onnx_files
-from vs2_export.config import DEMO_MODEL, ExportConfig, ModelSpec
+from vs2_export.config import DEMO_MODEL, ExportConfig, ModelSpec, VerifyConfig
 from vs2_export.demo.data import generate_labeled
-from vs2_export.errors import Vs2Error
+from vs2_export.errors import CheckFailed, Vs2Error
 from vs2_export.export import export
 from vs2_export.precision import default_feeds
 from vs2_export.recheck import BUDGET, guarded_model, margin_threshold, plain_model, plan, top2_margin
@@ -24,6 +24,7 @@ from vs2_export.runtime.manifest import Int8RecheckInfo, Manifest, ManifestError
 from vs2_export.runtime.preprocess import list_images, preprocess_paths
 from vs2_export.runtime.providers import create_session
 from vs2_export.runtime.session import Vs2Session
+from vs2_export.verify import verify
 
 CALIBRATION = 64
 
@@ -255,3 +256,35 @@ def test_manifest_refuses_a_recheck_it_cannot_mean(exports):
     for change, message in cases:
         with pytest.raises(ManifestError, match=message):
             Manifest.from_dict({**good, **change})
+
+
+def _set_margin(path, margin):
+    """Edit the guard's margin constant in the graph; the manifest keeps what it said."""
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        if init.name == "recheck/max_margin":
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(margin, np.float32), init.name))
+    onnx.save(model, str(path))
+
+
+def test_verify_holds_the_manifest_to_the_guard_in_the_graph(demo_work, exports, tmp_path):
+    """The re-check setting no source fixes: verify compares the manifest's with the graph's, so
+    a guard switched off (margin edited to 0) or hidden from the manifest fails, naming it."""
+    folders, _ = exports
+    record = contract.record_path(demo_work, "auto")
+    report = verify(VerifyConfig(folders["auto"], record, precision="int8", max_images=8))
+    assert next(m for m in report.metadata if m.name == "manifest.int8_recheck").passed
+    off = tmp_path / "auto"
+    shutil.copytree(folders["auto"], off)
+    _set_margin(contract.model_path(off, "int8"), 0.0)
+    with pytest.raises(CheckFailed, match="manifest.int8_recheck differs"):
+        verify(VerifyConfig(off, record, precision="int8", max_images=8))
+    hidden = tmp_path / "hidden"  # the guard kept, the manifest silent about it
+    shutil.copytree(folders["auto"], hidden)
+    model = onnx.load(str(contract.model_path(hidden, "int8")))
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == contract.METADATA_KEY))
+    del meta["int8_recheck"]
+    onnx.helper.set_model_props(model, {contract.METADATA_KEY: json.dumps(meta)})
+    onnx.save(model, str(contract.model_path(hidden, "int8")))
+    with pytest.raises(CheckFailed, match="manifest.int8_recheck differs"):
+        verify(VerifyConfig(hidden, record, precision="int8", max_images=8))

@@ -166,6 +166,17 @@ def guarded_model(int8: onnx.ModelProto, fp32: onnx.ModelProto, recheck: Int8Rec
     return int8
 
 
+def guard_setting(model: onnx.ModelProto) -> tuple[float, float] | None:
+    """The (margin, gate_band) a guarded graph re-checks with, read from its own constants
+    (an unused one was dropped: 0); None for a graph without the guard. What `vs2 verify`
+    holds the manifest's int8_recheck to: a margin edited in either place shows."""
+    if not any(n.name == GUARD + "If" for n in model.graph.node):
+        return None
+    held = {t.name: float(numpy_helper.to_array(t)) for t in model.graph.initializer
+            if t.name in (GUARD + "max_margin", GUARD + "gate_band")}
+    return held.get(GUARD + "max_margin", 0.0), held.get(GUARD + "gate_band", 0.0)
+
+
 def _inputs(graph: onnx.GraphProto) -> set[str]:
     """Every value name a node of `graph` or of its subgraphs reads."""
     names = set()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -29,6 +30,7 @@ from .config import VerifyConfig, to_jsonable
 from .errors import CheckFailed, Vs2Error
 from .fused import FusedParts, build_steered_clip
 from .parity import TOLERANCES, Check, Decisions, compare, decide, latent_overlap
+from .recheck import guard_setting
 from .record import ExportRecord, find_record
 from .runtime import contract
 from .runtime.manifest import Manifest
@@ -118,6 +120,7 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
     """Compare and write the report; raise CheckFailed (after writing it, carrying it) if any
     check fails. Sources that changed since the export are a Vs2Error (bad input)."""
     path, precision = model_file(cfg)
+    guard = int8_guard(path, precision)  # read and freed before the reference and the session
     record, run = find_record(cfg.run, path.parent)
     spec = record.model_spec()
     log.info("%s (sources: %s)", describe(spec.name, spec.source, record.model.get("weights_sha256")),
@@ -139,7 +142,7 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
                      logit_scale=parts.module.logit_scale)
     report_path = cfg.report or contract.report_path(run, path.parent.name, "verify", precision)
     images = tuple(str(p) for p in batch.paths)
-    metadata = metadata_checks(session.manifest, parts, record, precision)
+    metadata = metadata_checks(session.manifest, parts, record, precision, guard)
     failed = any(not c.passed for c in checks) or any(not m.passed for m in metadata)
     report = VerifyReport(
         verdict="FAIL" if failed else "PASS", precision=precision, model=str(path),
@@ -280,9 +283,22 @@ def run_graph(session: Vs2Session, pixels: np.ndarray, batch: int) -> dict[str, 
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
+def int8_guard(path: Path, precision: str) -> tuple[float, float] | None:
+    """The int8 file's own re-check setting (recheck.guard_setting; None for other files). Its
+    weights stay on disk where they are external; an inline file is read whole, once."""
+    if precision != "int8":
+        return None
+    try:
+        return guard_setting(onnx.load(str(path), load_external_data=False))
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Vs2Error(f"verify: {path}: expected an ONNX model, got an error: {first}") from None
+
+
 def metadata_checks(m: Manifest, parts: FusedParts, record: ExportRecord,
-                    precision: str) -> list[MetaCheck]:
-    """Every manifest field that changes what an app computes, against the sources."""
+                    precision: str, guard: tuple[float, float] | None = None) -> list[MetaCheck]:
+    """Every manifest field that changes what an app computes, against the sources; the int8
+    re-check setting, which no source fixes, against the graph that carries it out."""
     s, sae = parts.steering, parts.module.sae.cfg
     spec = record.model_spec()
     pairs = {
@@ -300,6 +316,8 @@ def metadata_checks(m: Manifest, parts: FusedParts, record: ExportRecord,
         "outputs": (list(m.outputs), list(parts.module.output_names)),
         "pixel_input": (m.pixel_input, record.pixel_input),
         "precision": (m.precision, contract.file_precision(precision)),  # bf16 runs model.onnx
+        "int8_recheck": (None if m.int8_recheck is None else [m.int8_recheck.margin, m.int8_recheck.gate_band],
+                         None if guard is None else list(guard)),
     }
     return [MetaCheck(f"manifest.{name}", _same(a, b), a, b) for name, (a, b) in pairs.items()]
 
