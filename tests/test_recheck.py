@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from extras import import_extra
 from pipeline import export_demo
 
 from vs2_export import onnx_files
@@ -145,6 +146,18 @@ def test_a_tie_for_the_top_class_is_rerun(exports):
                  for s in (create_session(contract.model_path(folders["auto"], p)) for p in ("int8", "fp32")))
     for name in got:
         np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_openvino_runs_the_guard(exports):
+    """The guard is plain ONNX: OpenVINO compiles the If too, and a margin that re-runs every
+    image gives model.onnx's answers there, within fp32's tolerances."""
+    import_extra("openvino", "openvino")
+    folders, pixels = exports
+    got = Vs2Session(contract.model_path(folders["all"], "int8"), provider="openvino").run(pixels[:9])
+    want = _outputs(folders["auto"], "fp32", pixels[:9])
+    for name in ("embedding", "base_embedding", "logits", "fvu", "latent_values"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(got["latent_indices"], want["latent_indices"])
 
 
 def test_guarded_graph_with_its_weights_in_a_sidecar(exports, tmp_path, monkeypatch):
