@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import struct
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import Vs2Error
 from .runtime import contract
+from .runtime.manifest import TEMPLATE_RULE, is_finite32, is_template
 
 DEMO_MODEL = "vs2-demo"
 DEFAULT_TEMPLATES = ("a photo of a {}.",)  # docs/method.md section 5 (ours: the paper states none)
@@ -24,15 +24,8 @@ def _check(condition: bool, message: str) -> None:
         raise Vs2Error(message)
 
 
-def finite32(value: object) -> bool:
-    """A real number that stays finite in float32, the dtype of every graph scalar (1e39 is
-    finite as a Python float and inf in the graph)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(struct.unpack("f", struct.pack("f", float(value)))[0])
-    except OverflowError:
-        return False
+finite32 = is_finite32
+"""A real number that stays finite in float32 (the runtime's rule: manifests are held to it too)."""
 
 
 def _number(obj: object, name: str, low: float, high: float, *, low_open: bool = False) -> None:
@@ -329,7 +322,7 @@ class ExportConfig:
         object.__setattr__(self, "templates", tuple(self.templates))
         _check(len(self.templates) >= 1, "templates: expected at least one, got none")
         for t in self.templates:
-            _check(t.count("{}") == 1, f"template: expected exactly one '{{}}', got {t!r}")
+            _check(is_template(t), f"template: expected {TEMPLATE_RULE}, got {t!r}")
         _check(17 <= self.opset <= 21, f"opset: expected 17..21, got {self.opset}")
         _check(self.pixel_input in contract.PIXEL_INPUTS,
                f"pixel_input: expected one of {list(contract.PIXEL_INPUTS)}, got {self.pixel_input!r}")

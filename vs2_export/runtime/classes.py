@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import contract
-from .manifest import Manifest
+from .manifest import TEMPLATE_RULE, Manifest, is_template
 from .providers import ModelError, create_session
 from .tokenizer import ClipTokenizer
 
@@ -72,7 +72,7 @@ def prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 def check_names(names: object, templates: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Class names and templates as the manifest rules them: non-empty, unique names; templates
-    with a '{}'. Raises ValueError naming the offender."""
+    that str.format(name) fills once (manifest.is_template). Raises ValueError naming the offender."""
     if isinstance(names, str) or not isinstance(names, Sequence) or not names:
         raise ValueError(f"classes: expected a non-empty list of names, got {names!r}")
     if isinstance(templates, str) or not isinstance(templates, Sequence) or not templates:
@@ -84,8 +84,8 @@ def check_names(names: object, templates: object) -> tuple[tuple[str, ...], tupl
     if dupes:
         raise ValueError(f"classes: expected unique names, got duplicates {dupes}")
     for i, template in enumerate(templates):
-        if not isinstance(template, str) or "{}" not in template:
-            raise ValueError(f"templates[{i}]: expected a string containing '{{}}', got {template!r}")
+        if not is_template(template):
+            raise ValueError(f"templates[{i}]: expected {TEMPLATE_RULE}, got {template!r}")
     return tuple(names), tuple(templates)
 
 

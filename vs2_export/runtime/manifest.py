@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
+import struct
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -246,6 +248,8 @@ class Manifest:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ManifestError(f"manifest: expected a JSON document, got invalid JSON ({exc})") from None
+        except RecursionError:  # json's C parser recurses per '[': 10^5 of them is not a manifest
+            raise ManifestError("manifest: expected a JSON document, got one nested too deep") from None
         return cls.from_dict(data)
 
     @classmethod
@@ -293,6 +297,34 @@ def is_finite_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def is_finite32(value: Any) -> bool:
+    """A real number that stays finite in float32, the dtype of every graph scalar (1e39 is
+    finite as a Python float and inf in the graph)."""
+    if not is_finite_number(value):
+        return False
+    try:
+        return math.isfinite(struct.unpack("f", struct.pack("f", float(value)))[0])
+    except OverflowError:  # struct refuses floats beyond float32's range
+        return False
+
+
+TEMPLATE_RULE = "a string with exactly one '{}' and no other '{...}' field ('{{' and '}}' for braces)"
+"""What a prompt template must be; templates are filled with str.format(name)."""
+
+
+def is_template(value: Any) -> bool:
+    """Whether str.format(name) fills value with the name exactly once and cannot fail: one
+    bare '{}' (no name, index, conversion or format spec), literal braces doubled."""
+    if not isinstance(value, str):
+        return False
+    try:
+        found = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value)
+                 if name is not None]
+    except ValueError:  # a lone '{' or '}'
+        return False
+    return found == [("", "", None)]
 
 
 # ---- parsing: JSON structure -> dataclasses (types and meaning are checked in __post_init__)
@@ -423,12 +455,14 @@ def _check_model_and_sae(m: Manifest) -> None:
 
 def _check_steering(m: Manifest) -> None:
     s = m.steering
-    _expect(is_finite_number(s.gamma) and s.gamma > 0, "steering.gamma", "a finite number > 0", s.gamma)
-    _expect(is_finite_number(s.lambda_) and s.lambda_ >= 0, "steering.lambda", "a finite number >= 0",
-            s.lambda_)
+    # gamma, lambda and tau are fed to the graph as float32: 1e39 would run as inf.
+    _expect(is_finite32(s.gamma) and s.gamma > 0, "steering.gamma", "a number > 0, finite in float32",
+            s.gamma)
+    _expect(is_finite32(s.lambda_) and s.lambda_ >= 0, "steering.lambda",
+            "a number >= 0, finite in float32", s.lambda_)
     _expect(is_finite_number(s.quantile) and 0 < s.quantile <= 1, "steering.quantile",
             "a number in (0, 1]", s.quantile)
-    _expect(is_finite_number(s.tau) and s.tau >= 0, "steering.tau", "a finite number >= 0", s.tau)
+    _expect(is_finite32(s.tau) and s.tau >= 0, "steering.tau", "a number >= 0, finite in float32", s.tau)
     # Calibration is only valid for the SAE it ran with.
     _expect(s.sae_sha256 == m.sae.sha256, "steering.sae_sha256", f"sae.sha256 = {m.sae.sha256!r}",
             s.sae_sha256)
@@ -447,8 +481,7 @@ def _check_classes(m: Manifest) -> None:
         _expect(len(m.templates) >= 1, "templates", "at least one template when classes are given",
                 list(m.templates))
     for i, template in enumerate(m.templates):
-        _expect(isinstance(template, str) and "{}" in template, f"templates[{i}]",
-                "a string containing '{}'", template)
+        _expect(is_template(template), f"templates[{i}]", TEMPLATE_RULE, template)
 
 
 def _check_io(m: Manifest) -> None:

@@ -9,6 +9,7 @@ ImageOps.expand), in the same order; open_clip 3.3 converts to RGB AFTER resize 
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,9 @@ the long side to S x ratio, so a 1 x 10^6 sliver (a few hundred bytes as PNG) wo
 MAX_RESIZE_PIXELS = 1 << 25
 """Pixels of the resize target (before the crop) at most (32 M, about 100 MB of RGB): bounds
 memory for every image size S and mode, checked before any resize."""
+
+MIN_STD = 1e-3
+"""The smallest normalisation std accepted: real models use 0.2-0.5."""
 
 # torchvision's pil_modes_mapping for the two interpolations open_clip uses at eval time.
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -64,14 +68,18 @@ class PreprocessSpec:
     """Padding value for resize_mode 'longest'."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        for key in ("mean", "std"):  # checked before float(): 10**400 overflows it
+            values = getattr(self, key)
+            if not (isinstance(values, (list, tuple)) and all(_finite(v) for v in values)):
+                raise ValueError(f"{key}: expected 3 finite numbers, got {_shown(values)}")
+            object.__setattr__(self, key, tuple(float(v) for v in values))
         if not (isinstance(self.image_size, int) and 1 <= self.image_size <= 4096):
             raise ValueError(f"image_size: expected an int in [1, 4096], got {self.image_size!r}")
         if len(self.mean) != 3 or not all(0.0 <= m <= 1.0 for m in self.mean):
             raise ValueError(f"mean: expected 3 values in [0, 1], got {self.mean!r}")
-        if len(self.std) != 3 or not all(0.0 < s <= 10.0 for s in self.std):
-            raise ValueError(f"std: expected 3 values in (0, 10], got {self.std!r}")
+        # pixel / std: below MIN_STD a [0, 1] pixel leaves float32's useful range (CLIP's ~0.27).
+        if len(self.std) != 3 or not all(MIN_STD <= s <= 10.0 for s in self.std):
+            raise ValueError(f"std: expected 3 values in [{MIN_STD:g}, 10], got {self.std!r}")
         if self.interpolation not in ("bicubic", "bilinear"):
             raise ValueError(f"interpolation: expected bicubic or bilinear, got {self.interpolation!r}")
         if self.resize_mode not in ("shortest", "longest", "squash"):
@@ -86,6 +94,21 @@ class PreprocessSpec:
     def from_dict(cls, data: dict) -> PreprocessSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+def _finite(value: object) -> bool:
+    """A real number finite as a float (a 400-digit JSON integer is not: float() overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import contract
 from .classes import TextEncoder, check_names, read_class_embeddings
-from .manifest import Manifest, ManifestError
+from .manifest import Manifest, ManifestError, is_finite32
 from .monitor import GateMonitor
 from .preprocess import (
     ImageError,
@@ -154,7 +154,9 @@ class Vs2Session:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, values, strict=True))
+        out = dict(zip(self._output_names, values, strict=True))
+        _check_finite(out, self._path)
+        return out
 
     def embed(self, images: ImageLike | Sequence[ImageLike], *, batch_size: int = 32,
               **overrides: float | None) -> np.ndarray:
@@ -278,7 +280,7 @@ def steering_feeds(manifest: Manifest, **overrides: float | None) -> dict[str, n
         if value is None:
             value = manifest.inputs.overridable[name]
         elif isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-                or not _finite_float32(value):  # the graph's dtype: 1e39 is inf there
+                or not is_finite32(float(value)):  # the graph's dtype: 1e39 is inf there
             raise InputError(f"{arg}: expected a number finite in float32 (|x| < 3.4e38), "
                              f"got {value!r}")
         feeds[name] = np.array(float(value), dtype=np.float32)
@@ -351,12 +353,6 @@ def _check_uint8(x: object, size: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _finite_float32(value: float) -> bool:
-    """Whether value stays finite once cast to float32, the dtype of the steering inputs."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(np.float32(value)))
-
-
 def _rgb_list(pixels: object) -> list:
     """image_rgb run() input -> list of candidate [H, W, 3] arrays (checked one by one)."""
     if isinstance(pixels, np.ndarray) and pixels.ndim == 4:
@@ -386,6 +382,18 @@ def _check_rgb(x: object, manifest: Manifest) -> np.ndarray:
                          f"limit of {limit} per side; expected an aspect ratio of at most "
                          f"{limit / manifest.image_size:.1f}:1 (crop it first)")
     return np.ascontiguousarray(x)
+
+
+def _check_finite(outputs: dict[str, np.ndarray], path: Path) -> None:
+    """Finite inputs give finite outputs from a sound graph: NaN or inf means damaged weights (or
+    absurd pixels), and printing them as results (a NaN top-1 is still a class name) hides it."""
+    for name, value in outputs.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))
+            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+            raise ModelError(f"{path}: the graph produced NaN/inf in output {name} (rows {shown}) "
+                             "from finite inputs: a damaged or tampered weight, or pixels far "
+                             "outside the preprocessed range (fp16 overflows at 65504)")
 
 
 def _check_batch_size(batch_size: object) -> None:
