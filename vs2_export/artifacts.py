@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import Vs2Error
@@ -142,6 +142,21 @@ def claim_output(path: Path, force: bool) -> Path:
     if path.exists() and not force:
         raise Vs2Error(f"{path} exists already; pass --force to overwrite it")
     return path
+
+
+def check_output(out: Path, option: str, inputs: Iterable[Path | None], file: bool = True) -> Path:
+    """Refuse an output that would overwrite what the command reads: `out` resolving to one of
+    `inputs` or lying inside an input folder (a report written over model.onnx, a site built in
+    the export folder). file: `out` names a file, so it needs a name ('' resolves to '.')."""
+    out = Path(out)
+    if file and not out.name:
+        raise Vs2Error(f"{option}: expected a file name, got {str(out)!r}")
+    target = out.resolve()
+    for path in inputs:
+        if path is not None and target.is_relative_to(Path(path).resolve()):
+            raise Vs2Error(f"{option} {out}: is or lies inside {path}, an input of this "
+                           "command, which it would overwrite; write it elsewhere")
+    return out
 
 
 def sha256_file(path: Path) -> str:
