@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import card
-from .artifacts import write_json
+from .artifacts import check_output, write_json
 from .config import EvalConfig
 from .errors import Vs2Error
 from .runtime import contract
@@ -143,6 +143,7 @@ class EvalReport:
         lines.append(_verdict(self.p_value, self.n_images))
         lines.append(f"steered (gate passed): {100 * self.steered_fraction:.1f}% of images; "
                      f"{self.changed_predictions} predictions changed")
+        lines += [f"skipped {s['path']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
 
@@ -166,7 +167,11 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     """Accuracy of plain CLIP and of VS2 on a labeled folder with its evidence. The report goes
     to cfg.report, or RUN/reports/NAME.eval.json with cfg.run, never into the export folder."""
     path, precision = contract.locate(cfg.exported, cfg.precision)  # a folder or a model file
-    session = Vs2Session(path, provider=cfg.provider)
+    out = cfg.report or (contract.report_path(cfg.run, path.parent.name, "eval", precision)
+                         if cfg.run else None)
+    if out is not None:  # checked before the work: a report must never replace an input
+        check_output(out, "--report", (path.parent, cfg.images))
+    session = Vs2Session(path, provider=cfg.provider, precision=precision)
     classes = tuple(session.manifest.classes or ())
     if not classes:
         raise Vs2Error(f"eval: {cfg.exported} was exported without classes; export with --classes")
@@ -174,11 +179,9 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     labels, vs2, plain, flags = _predict(session, labeled_images(cfg.images, classes),
                                          cfg.batch_size, skipped)
     report = build_report(labels, plain, vs2, flags, classes, cfg.bootstrap, cfg.seed, skipped)
-    out = cfg.report or (contract.report_path(cfg.run, path.parent.name, "eval", precision)
-                         if cfg.run else None)
     if out is not None:
         write_json(out, report.to_dict())
-    card.record_eval(path.parent, report.to_dict(), Path(cfg.images))
+    card.record_eval(path.parent, report.to_dict(), Path(cfg.images), session.manifest)
     return report
 
 

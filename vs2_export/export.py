@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, card
-from .artifacts import atomic_pair, atomic_path, claim_output, write_json
+from .artifacts import atomic_pair, atomic_path, check_output, claim_output, write_json
 from .clip import describe, no_mha_fastpath, release_text_tower
 from .config import DEMO_MODEL, ExportConfig, ModelSpec, to_jsonable
 from .errors import Vs2Error
@@ -172,6 +172,8 @@ def export(cfg: ExportConfig) -> Manifest:
     calibration images) is refused before model.onnx is written."""
     claim_output(cfg.out / contract.MODEL_FILE, cfg.force)
     cfg = resolve(cfg)
+    check_output(cfg.out, "--out", (cfg.sae, cfg.steering, cfg.classes, cfg.calibration),
+                 file=False)  # the export folder must not be written over its own sources
     log.info("%s", describe(cfg.model.name, cfg.model.source,
                             (sae_origin(cfg.sae) or {}).get("weights_sha256")))
     stages = tqdm(total=4 + len(cfg.precisions) - 1, desc="export", unit="step", disable=None)
@@ -204,7 +206,7 @@ def export(cfg: ExportConfig) -> Manifest:
         forget_traced_graph()
         check_graph(tmp, manifest)
     write_json(cfg.out / contract.MANIFEST_FILE, json.loads(manifest.to_json()))
-    card.reset(cfg.out)  # a new graph: earlier verdicts and timings no longer apply
+    card.reset(cfg.out, manifest)  # a new graph: earlier verdicts and timings no longer apply
     log.info("exported %s (%.1f MB)", final, onnx_mb(final))
     write_reference(cfg.out)
     for precision in cfg.precisions[1:]:

@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import card
-from .artifacts import sha256_file, write_json
+from .artifacts import check_output, sha256_file, write_json
 from .clip import describe, release_text_tower
 from .config import VerifyConfig, to_jsonable
 from .errors import CheckFailed, Vs2Error
@@ -122,6 +122,10 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
     path, precision = model_file(cfg)
     guard = int8_guard(path, precision)  # read and freed before the reference and the session
     record, run = find_record(cfg.run, path.parent)
+    report_path = check_output(  # before the work: a report must never replace what it checks
+        cfg.report or contract.report_path(run, path.parent.name, "verify", precision), "--report",
+        (path.parent, contract.record_path(run, path.parent.name), cfg.images,
+         cfg.sae or record.sae, cfg.steering or record.steering))
     spec = record.model_spec()
     log.info("%s (sources: %s)", describe(spec.name, spec.source, record.model.get("weights_sha256")),
              contract.record_path(run, path.parent.name))
@@ -140,7 +144,6 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
     aligned = align(parts, ref_pixels, ref, got, decisions, cfg.batch_size)
     checks = compare(ref, got, tau, tol, aligned=aligned, decisions=decisions,
                      logit_scale=parts.module.logit_scale)
-    report_path = cfg.report or contract.report_path(run, path.parent.name, "verify", precision)
     images = tuple(str(p) for p in batch.paths)
     metadata = metadata_checks(session.manifest, parts, record, precision, guard)
     failed = any(not c.passed for c in checks) or any(not m.passed for m in metadata)
@@ -154,7 +157,8 @@ def verify(cfg: VerifyConfig) -> VerifyReport:
         steered_fraction=float(ref[contract.STEERED].mean()),
         skipped=tuple({"path": str(p), "reason": r} for p, r in batch.skipped))
     write_json(report_path, report.to_dict())
-    card.record_verify(path.parent, report.to_dict(), cfg.provider)  # FAIL verdicts too
+    card.record_verify(path.parent, report.to_dict(), cfg.provider,  # FAIL verdicts too
+                       session.manifest)
     if failed:
         raise CheckFailed(report.verdict_line(), report=report)
     return report

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import card
-from ..artifacts import write_json
+from ..artifacts import check_output, write_json
 from ..config import BenchConfig, to_jsonable
 from ..errors import Vs2Error
 from ..onnx_files import onnx_mb, write_onnx
@@ -144,6 +144,9 @@ def _all_specs(cfg: BenchConfig, parts, threads: int, scratch: Path, opset: int)
     return specs
 
 
+MAX_BATCH = 4096
+"""Largest --batch, as eval's and verify's batch_size: the pixels of the largest batch are one
+array (4096 x 3 x 224 x 224 float32 is 2.5 GB)."""
 MATMUL_N = 2048
 
 
@@ -348,13 +351,26 @@ def _run(cfg: BenchConfig) -> Path:
     return run.resolve().parent.parent if run.is_file() else run
 
 
+def _record(cfg: BenchConfig) -> Path | None:
+    """The export record the baseline is built from (an input: never a report's path)."""
+    if cfg.run is None:
+        return None
+    run = Path(cfg.run)
+    return run if run.is_file() else contract.record_path(run, Path(cfg.exported).name)
+
+
 def bench(cfg: BenchConfig) -> BenchReport:
     """Start every row, time them interleaved, compare embeddings; write JSON and PNG to
     cfg.report (default RUN/reports/NAME.bench.json, never the export folder); return it."""
     from ..verify import reference_for
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    if max(cfg.batches) > MAX_BATCH:
+        raise Vs2Error(f"batch: expected sizes in [1, {MAX_BATCH}], got {max(cfg.batches)}")
     fp32 = contract.model_path(cfg.exported, "fp32")
+    out = check_output(cfg.report or contract.report_path(_run(cfg), Path(cfg.exported).name,
+                                                          "bench"), "--report",
+                       (cfg.exported, cfg.images, _record(cfg)))
     manifest = Vs2Session(fp32).manifest
     if manifest.pixel_input != contract.PIXEL_VALUES:  # its rows feed float pixels to every graph
         raise Vs2Error(f"bench: expected a float-input export, {cfg.exported} takes "
@@ -385,8 +401,7 @@ def bench(cfg: BenchConfig) -> BenchReport:
         to_jsonable(cfg), cfg.runs, load_start, os.getloadavg(), os.cpu_count() or 1, gflops,
         vit_gflop(visual), vit_gflop(visual, cls_only=True),
         _with_ratios(rows, visual, gflops), fusions, shares)
-    out = cfg.report or contract.report_path(_run(cfg), Path(cfg.exported).name, "bench")
     write_json(out, report.to_dict())
     draw_chart(report.to_dict(), out.with_suffix(".png"))
-    card.record_bench(Path(cfg.exported), report.to_dict())
+    card.record_bench(Path(cfg.exported), report.to_dict(), manifest)
     return report
