@@ -230,7 +230,7 @@ def test_web_page_refuses_a_graph_over_2gb_and_leaves_a_big_text_graph_out(exter
     ort.mkdir()
     for name in ORT_WEB_FILES:
         (ort / name).write_bytes(b"stub")
-    with pytest.raises(SiteError, match="wasm memory"):
+    with pytest.raises(SiteError, match="external data"):
         build_site(external, tmp_path / "big", ort)
     mixed = tmp_path / "mixed"  # one-file image graph, text graph with a sidecar
     shutil.copytree(one_file, mixed)

@@ -69,8 +69,12 @@ def classify(exported: Path, images: Sequence[Path], top_k: int = 3, provider: s
     of the export's, through its text graph (no re-export)."""
     if not 1 <= top_k <= 1000:
         raise Vs2Error(f"top: expected an int in [1, 1000], got {top_k}")
+    if templates and classes is None:  # the export's classes were embedded with its own
+        raise Vs2Error("template: applies to --classes only (the export's class embeddings were "
+                       "made with its templates at export time); pass --classes too")
     files, refused = image_files(images)
-    session = Vs2Session(contract.locate(exported, precision)[0], provider=provider)
+    path, precision = contract.locate(exported, precision)
+    session = Vs2Session(path, provider=provider, precision=precision)  # bf16: computed as asked
     if classes is not None:
         session.set_classes(list(classes), templates)
     result = predictions(session, files, top_k) if files else ClassifyResult((), ())

@@ -4,13 +4,27 @@ Exit codes: 0 ok, 1 a check failed (parity), 2 bad input or usage. Never a trace
 bad input: boundary errors become one line on stderr.
 """
 
+# ruff: noqa: E402 - the SIGINT handler goes in before the heavy imports, on purpose
 from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C while the imports below load (~0.5 s: typer, numpy, onnxruntime): Python's own
+    handler would raise inside them, a traceback or 'ImportError: initialization failed'."""
+    os.write(2, b"vs2: interrupted\n")
+    os._exit(130)
+
+
+if os.path.basename(sys.argv[0]) in ("vs2", "vs2.exe") or __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_at_start)  # first: main() restores Python's
 
 import functools
 import json
 import logging
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,6 +157,10 @@ def _guarded(fn: Callable) -> Callable:
             _missing_extra(fn.__name__, exc)
         except KeyboardInterrupt:
             _fail("vs2: interrupted", 130)
+        except ImportError as exc:  # Ctrl-C inside a C extension's init surfaces as this
+            if not isinstance(exc.__context__ or exc.__cause__, KeyboardInterrupt):
+                _internal(exc)
+            _fail("vs2: interrupted", 130)
         except (typer.Exit, typer.Abort, click_errors.ClickException):
             raise  # typer's own control flow: exit codes and usage errors
         except Exception as exc:  # noqa: BLE001 - never a traceback, unless asked for
@@ -194,6 +212,8 @@ RUN_HELP = ("run folder holding exports/NAME.json, the sources `vs2 export` reco
 REPORT_HELP = "JSON report file (default: RUN/reports/NAME.COMMAND[.PRECISION].json)"
 PRECISION_HELP = ("variant: fp32 (model.onnx), fp16 or int8, or bf16 (model.onnx computed in bf16 by "
                   "--provider openvino); or name the model file instead")
+EVAL_PRECISION_HELP = ("variant: fp32 (model.onnx), fp16 or int8; or name the model file instead "
+                       "(bf16: `vs2 verify` and `vs2 bench` measure it)")
 PROVIDER_HELP = "cpu, cuda (ONNX Runtime) or openvino"
 
 
@@ -365,6 +385,7 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
     from .export import export as run
     from .export import resolve
     from .runtime.contract import model_path, record_path
+    _pretrained_needs_model(model, pretrained)
     cfg = ExportConfig(sae=sae, steering=steering, out=out,
                        model=model and ModelSpec(model, pretrained), classes=classes,
                        templates=tuple(template), opset=opset, force=force,
@@ -379,6 +400,14 @@ def export(sae: Path = typer.Option(..., help="SAE folder"),
         [f"exported {model_path(out, p)}" for p in cfg.precisions]
         + [f"sources recorded in {record_path(resolved.run, Path(out).name)}: "
            f"vs2 verify {out} --run {resolved.run}"]))
+
+
+def _pretrained_needs_model(model: str | None, pretrained: str | None) -> None:
+    """--pretrained without --model would be dropped silently (the recorded model is used)."""
+    if pretrained is not None and model is None:
+        raise typer.BadParameter("applies with --model only (without it, the recorded or the "
+                                 "SAE's model and weights are used); pass --model too",
+                                 param_hint="'--pretrained'")
 
 
 @cli_command()
@@ -400,6 +429,7 @@ def verify(exported: Path = typer.Argument(..., help="export folder, or one mode
     """PyTorch reference (rebuilt from the recorded sources) vs ONNX Runtime on the same
     images; exit 1 on any failed check, naming the checks and the images."""
     from .verify import verify as run
+    _pretrained_needs_model(model, pretrained)
     cfg = VerifyConfig(exported, run_folder, images, model and ModelSpec(model, pretrained), sae,
                        steering, batch_size, max_images, provider, report, precision)
     try:
@@ -415,7 +445,7 @@ def verify(exported: Path = typer.Argument(..., help="export folder, or one mode
 def bench(exported: Path = typer.Argument(..., help="export folder (read only)"),
           run_folder: Path | None = typer.Option(None, "--run", help=RUN_HELP),
           batch: list[int] = typer.Option(list(default(BenchConfig, "batches")),
-                                          help="batch size (repeatable)"),
+                                          help="batch size, 1 to 4096 (repeatable)"),
           runs: int = typer.Option(default(BenchConfig, "runs"), help="timed rounds"),
           warmup: int = typer.Option(default(BenchConfig, "warmup"), help="untimed rounds"),
           threads: int | None = typer.Option(None, help="threads for every backend; default all cores"),
@@ -458,7 +488,7 @@ def classify(exported: Path = typer.Argument(..., help="export folder, or one mo
 def eval_command(exported: Path = typer.Argument(..., help="export folder with classes, or a model file in it"),
                  images: Path = typer.Option(..., help="labeled folder: one subfolder per class"),
                  batch_size: int = typer.Option(default(EvalConfig, "batch_size")),
-                 precision: str | None = typer.Option(None, help=PRECISION_HELP),
+                 precision: str | None = typer.Option(None, help=EVAL_PRECISION_HELP),
                  provider: str = typer.Option("cpu", help=PROVIDER_HELP),
                  report: Path | None = typer.Option(
                      None, help="JSON report file (default: RUN/reports/NAME.eval.json with "
@@ -467,7 +497,8 @@ def eval_command(exported: Path = typer.Argument(..., help="export folder with c
                                                         "default report path"),
                  bootstrap: int = typer.Option(default(EvalConfig, "bootstrap"),
                                                help="paired bootstrap resamples"),
-                 seed: int = typer.Option(default(EvalConfig, "seed"), help="bootstrap seed"),
+                 seed: int = typer.Option(default(EvalConfig, "seed"), min=0,
+                                          help="bootstrap seed (>= 0)"),
                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Top-1 with and without steering from the same graph, with the evidence for the change
     (wins, losses, exact McNemar p, paired bootstrap interval), per class and overall."""
@@ -486,10 +517,11 @@ def web(exported: Path = typer.Argument(..., help="export folder"),
                        "of this checkout"),
         precision: str = typer.Option("fp32", help="variant the page runs: fp32 or int8 (~3x smaller if exported "
                                              "with --int8-recheck off)"),
+        force: bool = typer.Option(False, help="refresh an existing, non-empty --out folder"),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Export folder -> a static web page that runs the model in the browser (onnxruntime-web)."""
     from .web.site import build_site, default_ort_dist
-    site = build_site(exported, out, ort_dist or default_ort_dist(), precision)
+    site = build_site(exported, out, ort_dist or default_ort_dist(), precision, force)
     _emit({"site": str(site)}, as_json, f"site in {site}: serve it (python -m http.server -d "
           f"{site}) and open http://localhost:8000/")
 
@@ -553,6 +585,9 @@ def doctor(require_gpu: bool = typer.Option(False, help="an unusable CUDA provid
 
 
 def main() -> None:
+    # Imports done: Ctrl-C raises KeyboardInterrupt again, which the commands turn into
+    # 'vs2: interrupted' and exit 130 after their own cleanup (atomic writes delete temporaries).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
 
 

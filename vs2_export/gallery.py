@@ -19,6 +19,8 @@ steering.json and manifest, because what it shows needs more than the graph's ou
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .artifacts import atomic_path, claim_output, write_json
+from .artifacts import atomic_path, check_output, claim_output, write_json
 from .config import GalleryConfig
 from .errors import Vs2Error
 from .fused import FusedParts
@@ -156,7 +158,7 @@ def image_rows(parts: FusedParts, a: Analysis, root: Path, shown: int) -> list[d
     for i in order:
         rel = a.paths[i].relative_to(root) if a.paths[i].is_relative_to(root) else a.paths[i]
         label = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in parts.classes else None
-        rows.append({"image": i, "path": str(rel), "label": label,
+        rows.append({"image": i, "path": shown_name(rel), "label": label,
                      "zero_shot": _top(None if a.plain is None else a.plain[i], parts.classes),
                      "vs2": _top(None if a.vs2 is None else a.vs2[i], parts.classes),
                      "steered": bool(a.steered[i]), "score": float(a.score[i]),
@@ -185,24 +187,66 @@ def write_thumbs(a: Analysis, used: set[int], out: Path, spec, size: int) -> dic
     return files
 
 
+def shown_name(path: Path | str) -> str:
+    """A file name as the page and gallery.json show it: bytes that are not UTF-8 (they arrive
+    as lone surrogates, which UTF-8 cannot encode) as \\xNN. The images themselves are copied
+    under safe names (images/NNNNN.png)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def gallery(cfg: GalleryConfig) -> dict:
-    """exported/NAME + images -> out/index.html (+ gallery.json, images/); returns the data."""
-    claim_output(cfg.out / contract.GALLERY_PAGE, cfg.force)
+    """exported/NAME + images -> out/index.html (+ gallery.json, images/); returns the data.
+    Built in a temporary folder beside out and moved in at the end: a failure leaves nothing
+    under out, and index.html, moved last, marks a finished page."""
+    out = check_output(cfg.out, "--out", (cfg.exported, cfg.images, _record(cfg)), file=False)
+    claim_output(out / contract.GALLERY_PAGE, cfg.force)
     manifest = Vs2Session(cfg.exported).manifest
     parts = reference_for(Path(cfg.exported), cfg.run)  # the user's sources (record.py)
     a, skipped = analyse(parts, cfg.images, cfg.max_images)
     latents = latent_rows(parts, a, cfg.latents, cfg.per_latent)
     images = image_rows(parts, a, Path(cfg.images), cfg.images_shown)
     used = {t["image"] for row in latents for t in row["top"]} | {r["image"] for r in images}
-    files = write_thumbs(a, used, Path(cfg.out), manifest.preprocess, cfg.thumb)
-    data = {"model": manifest.model.id, "exported": str(cfg.exported), "images": str(cfg.images),
-            "n_images": len(a.paths), "steered_fraction": float(a.steered.float().mean()),
+    data = {"model": manifest.model.id, "exported": shown_name(cfg.exported),
+            "images": shown_name(cfg.images), "n_images": len(a.paths),
+            "steered_fraction": float(a.steered.float().mean()),
             "gate": {"criterion": manifest.steering.gate, "tau": manifest.steering.tau},
             "sae": {"n": manifest.sae.n, "k": manifest.sae.k}, "classes": list(parts.classes),
-            "latents": latents, "shown": images, "files": {str(k): v for k, v in files.items()},
-            "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}
-    write_json(Path(cfg.out) / contract.GALLERY_DATA, data)
-    with atomic_path(Path(cfg.out) / contract.GALLERY_PAGE) as tmp:  # last: marks the page done
-        tmp.write_text(render_page(data), encoding="utf-8")
-    log.info("gallery: %d latents, %d images in %s", len(latents), len(images), cfg.out)
+            "latents": latents, "shown": images,
+            "skipped": [{"path": shown_name(p), "reason": r} for p, r in skipped]}
+    final = Path(os.path.abspath(out))  # '--out .' has a name to put a temporary beside
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        files = write_thumbs(a, used, tmp, manifest.preprocess, cfg.thumb)
+        data["files"] = {str(k): v for k, v in files.items()}
+        write_json(tmp / contract.GALLERY_DATA, data)
+        (tmp / contract.GALLERY_PAGE).write_text(render_page(data), encoding="utf-8")
+        _move_in(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("gallery: %d latents, %d images in %s", len(latents), len(images), out)
     return data
+
+
+def _record(cfg: GalleryConfig) -> Path | None:
+    """The export record the reference is built from (an input: never under out)."""
+    if cfg.run is None:
+        return None
+    run = Path(cfg.run)
+    return run if run.is_file() else contract.record_path(run, Path(cfg.exported).name)
+
+
+def _move_in(tmp: Path, out: Path) -> None:
+    """A new out: tmp renamed onto it. An existing one (--force, or a folder without a page):
+    the new images/ and gallery.json replace the old, index.html last; other files stay."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out / f".{contract.GALLERY_IMAGES}.{os.getpid()}.old"
+    if (out / contract.GALLERY_IMAGES).exists():
+        os.replace(out / contract.GALLERY_IMAGES, old)
+    if (tmp / contract.GALLERY_IMAGES).exists():
+        os.replace(tmp / contract.GALLERY_IMAGES, out / contract.GALLERY_IMAGES)
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp / contract.GALLERY_DATA, out / contract.GALLERY_DATA)
+    os.replace(tmp / contract.GALLERY_PAGE, out / contract.GALLERY_PAGE)
+    tmp.rmdir()
