@@ -219,3 +219,12 @@ def test_gallery_refuses_a_page_inside_its_inputs(fake):
     expect_error(2, "gallery", fake / "exp", "--images", fake / "lab", "--out",
                  fake / "lab" / "g", words=("--out", "input"))
     assert not (fake / "lab" / "g").exists()
+
+
+@pytest.mark.parametrize("inside", ["sae/exp", "unlabeled/exp", "classes.txt"])
+def test_export_refuses_an_out_over_its_sources(demo_work, inside):
+    expect_error(2, "export", "--sae", demo_work / "sae", "--steering",
+                 demo_work / "steering.json", "--classes", demo_work / "classes.txt",
+                 "--calibration", demo_work / "unlabeled", "--out", demo_work / inside,
+                 words=("--out", "input"))
+    assert not (demo_work / inside).is_dir()
