@@ -228,3 +228,13 @@ def test_export_refuses_an_out_over_its_sources(demo_work, inside):
                  "--calibration", demo_work / "unlabeled", "--out", demo_work / inside,
                  words=("--out", "input"))
     assert not (demo_work / inside).is_dir()
+
+
+def test_torch_side_outputs_stay_out_of_their_inputs(demo_work):
+    expect_error(2, "extract", "--images", demo_work / "unlabeled", "--out",
+                 demo_work / "unlabeled" / "acts", "--model", "vs2-demo", words=("--out",))
+    expect_error(2, "train", "--acts", demo_work / "acts", "--out", demo_work / "acts",
+                 words=("--out",))
+    expect_error(2, "calibrate", "--acts", demo_work / "acts", "--sae", demo_work / "sae",
+                 "--out", demo_work / "sae" / "cfg.json", words=("--out",))
+    assert not (demo_work / "unlabeled" / "acts").exists()

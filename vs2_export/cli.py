@@ -35,6 +35,7 @@ try:  # typer >= 0.2x vendors its own click; older typer raises click's exceptio
 except ImportError:  # pragma: no cover - depends on the typer release
     from click import exceptions as click_errors
 
+from .artifacts import check_output
 from .config import (
     DEFAULT_TEMPLATES,
     BenchConfig,
@@ -243,6 +244,7 @@ def extract(images: Path = typer.Option(..., help="folder of images (recursive)"
     from .clip import describe
     from .distributed import torch_device
     from .extract import extract as run
+    check_output(out, "--out", (images,), file=False)
     spec = ModelSpec(model, pretrained)
     _announce(describe(spec.name, spec.source))
     torch_device(device)  # a GPU asked for where none is: one line now, not a torch assert later
@@ -296,6 +298,7 @@ def train(acts: Path = typer.Option(..., help="activation store folder from `vs2
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """activations -> top-k SAE (cfg.json + sae.safetensors + train_report.json, metrics.jsonl,
     curves.png). Data-parallel: torchrun --nproc-per-node N --no-python vs2 train ..."""
+    check_output(out, "--out", (acts, import_sae), file=False)
     _store_model(acts)
     if import_sae is not None:
         from .train.import_sae import import_sae as run_import
@@ -331,6 +334,7 @@ def calibrate(acts: Path = typer.Option(..., help="the SAE's training activation
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """SAE + activations -> steering.json (gamma, lambda, gate criterion, q, tau)."""
     from .calibrate import calibrate as run
+    check_output(out, "--out", (acts, sae))
     _store_model(acts)
     params = run(CalibrateConfig(acts=acts, sae=sae, out=out, gamma=gamma, lambda_=lambda_,
                                  quantile=quantile, force=force, gate=gate))
