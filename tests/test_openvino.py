@@ -5,6 +5,8 @@ the demo export. Skipped where the [openvino] extra is not installed (tests/extr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from extras import import_extra
@@ -64,8 +66,10 @@ def test_bf16_is_a_compute_precision_of_model_onnx(model_dir):
             Vs2Session(model_dir, provider="openvino", precision="bf16")
 
 
-def test_openvino_refuses_bytes_and_fp16(model_dir):
+def test_openvino_refuses_bytes_and_fp16(tmp_path):
     with pytest.raises(ProviderError, match="model file"):
         create_session(build_fake_model().SerializeToString(), "openvino")
-    with pytest.raises(ProviderError, match="fp16"):
-        create_session(model_dir / contract.MODEL_FILE, "openvino", precision="fp16")
+    fp16 = json.loads(build_fake_model().metadata_props[0].value) | {"precision": "fp16"}
+    folder = save_model(tmp_path / "m", build_fake_model(metadata=json.dumps(fp16)))
+    with pytest.raises(ProviderError, match="fp16"):  # the graph's manifest says fp16
+        create_session(folder / contract.MODEL_FILE, "openvino")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import contract
+from .files import check_regular, open_regular
 from .manifest import TEMPLATE_RULE, Manifest, is_template
 from .providers import ModelError, create_session
 from .tokenizer import ClipTokenizer
@@ -35,15 +36,14 @@ def read_class_embeddings(folder: Path, manifest: Manifest) -> np.ndarray | None
     if info is None:
         return None
     path = Path(folder) / info.file
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: expected the default class embeddings (written by vs2 export), "
-                         f"cannot read it ({exc.strerror or exc})") from None
     rows, cols = info.shape
-    if len(raw) != rows * cols * 4:
-        raise ModelError(f"{path}: expected {rows} x {cols} float32 ({rows * cols * 4} bytes, "
-                         f"from the manifest), got {len(raw)} bytes")
+    want = rows * cols * 4
+    with open_regular(path, "the default class embeddings (written by vs2 export)",
+                      error=ModelError) as (fh, size):
+        raw = fh.read(want + 1) if size == want else b""  # sized first: no sparse 6 GB read
+    if size != want or len(raw) != want:
+        raise ModelError(f"{path}: expected {rows} x {cols} float32 ({want} bytes, "
+                         f"from the manifest), got {size} bytes")
     digest = hashlib.sha256(raw).hexdigest()
     if digest != info.sha256:
         raise ModelError(f"{path}: SHA-256 {digest[:12]} differs from the manifest's "
@@ -98,7 +98,9 @@ class TextEncoder:
             raise ModelError(f"{folder}: this export has no text graph ({contract.TEXT_MODEL_FILE}); "
                              "re-export with classes to name classes at run time")
         self.tokenizer = ClipTokenizer.from_export(folder, manifest.text.tokenizer_spec())
-        self.session = create_session(Path(folder) / manifest.text.model, provider, threads=threads)
+        model = Path(folder) / manifest.text.model
+        check_regular(model, "the text graph", error=ModelError)  # ORT would block on a FIFO
+        self.session = create_session(model, provider, threads=threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if list(inputs) != [contract.INPUT_IDS] or outputs != [contract.TEXT_EMBEDDING]:

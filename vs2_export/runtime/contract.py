@@ -154,6 +154,17 @@ def precision_of(path: str | Path) -> str | None:
     return next((p for p in PRECISIONS if model_file(p) == name), None)
 
 
+def file_precision_problem(path: str | Path, precision: str) -> str | None:
+    """Why a graph of `precision` may not sit at `path`, or None: a contract file name
+    (model.onnx, model.fp16.onnx, model.int8.onnx) holds its own precision's graph only, since
+    commands pick the file by name. Other names (a copy, custom.onnx) may hold any."""
+    named = precision_of(path)
+    if named is None or named == precision:
+        return None
+    return (f"{Path(path).name} is the {named} graph's file name, but its manifest says "
+            f"{precision} (the {precision} graph is {model_file(precision)})")
+
+
 def locate(exported: str | Path, precision: str | None = None) -> tuple[Path, str]:
     """An export folder (+ precision, default fp32) or one model file in it -> (model file,
     precision). Every command that takes an export accepts both."""

@@ -14,6 +14,7 @@ could be skipped by putting the surprise in front of the external-data entry.
 from __future__ import annotations
 
 import mmap
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -29,9 +30,10 @@ class WireError(ValueError):
 # NodeProto: attribute 5.
 # AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23.
 # SparseTensorProto: values 1, indices 2.   TensorProto: external_data 13.
-# StringStringEntryProto: key 1, value 2.
+# StringStringEntryProto: key 1, value 2.   ModelProto: metadata_props 14 (entries).
+# TensorProto: data_type 2 (a varint; FLOAT16 = 10).
 _CHILDREN = {
-    "model": {7: "graph", 20: "training", 25: "function"},
+    "model": {7: "graph", 14: "meta", 20: "training", 25: "function"},
     "training": {1: "graph", 2: "graph"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
     "function": {7: "node", 11: "attribute"},
@@ -40,7 +42,9 @@ _CHILDREN = {
     "sparse": {1: "tensor", 2: "tensor"},
     "tensor": {13: "entry"},
     "entry": {},
+    "meta": {},
 }
+_FLOAT16 = 10
 MAX_DEPTH = 256
 """Nesting (sub-messages and groups) beyond this is refused: real graphs nest a few levels per
 subgraph, and protobuf's own default limit is 100."""
@@ -73,8 +77,9 @@ def _fields(buf, start: int, end: int, depth: int):
         if number == 0 or number >= 1 << 29:
             raise WireError(f"field number {number} at byte {key_at} is out of range")
         if wire == 0:
+            value_at = pos
             pos = _varint(buf, pos, end)[1]
-            yield number, wire, pos, pos
+            yield number, wire, value_at, pos
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
             if pos + size > end:
@@ -124,42 +129,70 @@ def _skip_group(buf, pos: int, end: int, number: int, depth: int) -> int:
     return pos
 
 
-def _entry_location(buf, start: int, end: int, depth: int) -> str | None:
-    """The value of a StringStringEntryProto whose key is 'location' (last one wins, as in
-    protobuf), else None."""
+def _entry(buf, start: int, end: int, depth: int) -> tuple[bytes, bytes]:
+    """(key, value) of a StringStringEntryProto (last one of each wins, as in protobuf)."""
     entry: dict[int, bytes] = {}
     for number, wire, s, e in _fields(buf, start, end, depth):
         if number in (1, 2) and wire == 2:
             entry[number] = bytes(buf[s:e])
-    if entry.get(1) != b"location":
-        return None
-    return entry.get(2, b"").decode("utf-8", "surrogateescape")
+    return entry.get(1, b""), entry.get(2, b"")
+
+
+@dataclass(frozen=True)
+class WireScan:
+    """What the runtime needs from an .onnx file before ONNX Runtime opens it."""
+
+    locations: list[str]
+    """Every external_data 'location' of every tensor, in file order (repeats kept)."""
+    float16: bool
+    """Some tensor is stored as float16: what the graph holds, whatever its name or manifest."""
+    metadata: dict[str, str]
+    """ModelProto.metadata_props (the manifest sits under contract.METADATA_KEY)."""
+
+
+def scan(source: Path | bytes) -> WireScan:
+    """Walk every tensor of an ONNX file or serialised model (graph initializers, sparse
+    initializers, node attributes, subgraphs at any depth, functions, training info) and its
+    metadata_props.
+
+    Raw tensor bytes are skipped by length, never read. Raises WireError for bytes that are not
+    a well-formed protobuf message down to every tensor: the caller must refuse such a file,
+    because what ONNX Runtime would make of it is unknown."""
+    if isinstance(source, (bytes, bytearray)):
+        return _walk(memoryview(source))
+    if source.stat().st_size == 0:
+        return WireScan([], False, {})
+    with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _walk(buf)
+
+
+def _walk(buf) -> WireScan:
+    found: list[str] = []
+    float16 = False
+    metadata: dict[str, str] = {}
+    stack = [("model", 0, len(buf), 0)]  # iterative: nesting cannot exhaust the C stack
+    while stack:
+        kind, start, end, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise WireError(f"messages nest deeper than {MAX_DEPTH}")
+        if kind in ("entry", "meta"):
+            key, value = _entry(buf, start, end, depth)
+            text = value.decode("utf-8", "surrogateescape")
+            if kind == "meta":
+                metadata[key.decode("utf-8", "surrogateescape")] = text
+            elif key == b"location":
+                found.append(text)
+            continue
+        children = _CHILDREN[kind]
+        for number, wire, s, e in _fields(buf, start, end, depth):
+            # A known field with another wire type is an unknown field to protobuf too.
+            if wire == 2 and number in children:
+                stack.append((children[number], s, e, depth + 1))
+            elif kind == "tensor" and number == 2 and wire == 0:
+                float16 |= _varint(buf, s, e)[0] == _FLOAT16
+    return WireScan(found, float16, metadata)
 
 
 def external_data_locations(path: Path) -> list[str]:
-    """Every external_data 'location' of every tensor in an ONNX file (graph initializers,
-    sparse initializers, node attributes, subgraphs at any depth, functions, training info).
-
-    Raw tensor bytes are skipped by length, never read. Raises WireError for a file that is not
-    a well-formed protobuf message down to every tensor: the caller must refuse such a file,
-    because what ONNX Runtime would make of it is unknown."""
-    found: list[str] = []
-    if path.stat().st_size == 0:
-        return found
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        stack = [("model", 0, len(buf), 0)]  # iterative: nesting cannot exhaust the C stack
-        while stack:
-            kind, start, end, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                raise WireError(f"messages nest deeper than {MAX_DEPTH}")
-            if kind == "entry":
-                location = _entry_location(buf, start, end, depth)
-                if location is not None:
-                    found.append(location)
-                continue
-            children = _CHILDREN[kind]
-            for number, wire, s, e in _fields(buf, start, end, depth):
-                # A known field with another wire type is an unknown field to protobuf too.
-                if wire == 2 and number in children:
-                    stack.append((children[number], s, e, depth + 1))
-    return found
+    """Every external_data 'location' of every tensor in an ONNX file (scan)."""
+    return scan(path).locations

@@ -73,6 +73,8 @@ class Vs2Session:
         Keep it in the export folder: a session reads class_embeddings.f32 and text.onnx from
         its model's folder."""
         self._path = _model_path(model)
+        if optimized_model is not None:
+            _check_optimized_model(Path(optimized_model), self._path)
         self._session = create_session(self._path, provider, threads=threads,
                                        optimization=optimization,
                                        optimized_model=optimized_model and Path(optimized_model),
@@ -356,6 +358,8 @@ def _check_uint8(x: object, size: int) -> np.ndarray:
 def _rgb_list(pixels: object) -> list:
     """image_rgb run() input -> list of candidate [H, W, 3] arrays (checked one by one)."""
     if isinstance(pixels, np.ndarray) and pixels.ndim == 4:
+        if not len(pixels):  # as pixel_values refuses an empty batch
+            raise InputError(f"image_rgb: expected at least one image, got {list(pixels.shape)}")
         return list(pixels)
     if isinstance(pixels, (list, tuple)):
         if not pixels:
@@ -418,15 +422,29 @@ def _model_path(model: str | Path) -> Path:
     return path
 
 
+def _check_optimized_model(saved: Path, model: Path) -> None:
+    """ORT writes optimized_model whatever is there: never over the model, its sidecar or any
+    file that ships in the export folder (the saved graph is hardware-specific)."""
+    target, folder = saved.resolve(), model.parent.resolve()
+    shipped = target.parent == folder and contract.shipped(target.name)
+    if target in (model.resolve(), folder / contract.sidecar_name(model)) or shipped:
+        raise InputError(f"optimized_model: expected a path outside the export's own files, got "
+                         f"{saved} (it would overwrite {target.name})")
+
+
 def _read_manifest(session: ort.InferenceSession, path: Path) -> Manifest:
     """The ONNX metadata is authoritative; manifest.json beside the model is only a copy."""
     text = session.get_modelmeta().custom_metadata_map.get(contract.METADATA_KEY)
     if text is None:
         raise ModelError(f"{path}: expected '{contract.METADATA_KEY}' metadata (written by vs2 export), got none")
     try:
-        return Manifest.from_json(text)
+        manifest = Manifest.from_json(text)
     except ManifestError as exc:
         raise ModelError(f"{path}: invalid '{contract.METADATA_KEY}' metadata: {exc}") from None
+    problem = contract.file_precision_problem(path, manifest.precision)
+    if problem:
+        raise ModelError(f"{path}: {problem}")
+    return manifest
 
 
 def _check_graph(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:

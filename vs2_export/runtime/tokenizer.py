@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import contract
+from .files import open_regular
 
 VOCAB_FILE = contract.VOCAB_FILE
 """Where an export keeps the vocab, relative to its folder."""
@@ -187,14 +188,26 @@ class ClipTokenizer:
 _INF = float("inf")
 
 
+MAX_VOCAB_BYTES = 8 << 20
+"""The vocab file, and its text once decompressed, at most (open_clip's: 1.4 MB gzipped, 3.2 MB
+of text): a gzip bomb or /dev/zero in its place is refused after reading this much."""
+
+
 def _read_merges(path: Path) -> list[tuple[str, str]]:
+    with open_regular(path, "the BPE vocab", max_size=MAX_VOCAB_BYTES, error=TokenizerError) as (fh, _):
+        try:
+            head = fh.read(2)
+            fh.seek(0)
+            source = gzip.GzipFile(fileobj=fh) if head == b"\x1f\x8b" else fh
+            raw = source.read(MAX_VOCAB_BYTES + 1)  # bounded: a gzip bomb stops here
+        except (OSError, EOFError) as exc:
+            raise TokenizerError(f"{path}: expected a gzipped UTF-8 BPE merges file ({exc})") from None
+    if len(raw) > MAX_VOCAB_BYTES:
+        raise TokenizerError(f"{path}: expected a BPE vocab of at most {MAX_VOCAB_BYTES} bytes of "
+                             "text, got more (not the CLIP vocab)")
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TokenizerError(f"{path}: cannot read the BPE vocab ({exc})") from None
-    try:
-        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise TokenizerError(f"{path}: expected a gzipped UTF-8 BPE merges file ({exc})") from None
     lines = text.split("\n")[1:_N_MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
