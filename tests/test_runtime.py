@@ -212,7 +212,7 @@ MANIFEST_ERRORS = [
     (_set("extra", 1), "unknown key(s) ['extra']"),
     (_set("model.width", "3"), "model.width: expected an int >= 1, got '3'"),
     (_set("model.embed_dim", True), "model.embed_dim"),
-    (_set("logit_scale", "100"), "logit_scale: expected a finite number > 0"),
+    (_set("logit_scale", "100"), "logit_scale: expected a number > 0, finite in float32"),
     (_set("preprocess.image_size", 0), "preprocess.image_size: expected an int in [1, 4096]"),
     (_set("preprocess.std", [0.5, 0.0, 0.5]), "preprocess.std"),
     (_set("preprocess.interpolation", "nearest"), "preprocess.interpolation"),

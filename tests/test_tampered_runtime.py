@@ -52,6 +52,7 @@ def _metadata(**changes) -> str:
     (_metadata(**{"steering.gamma": 1e39, "inputs.overridable.steer_gamma": 1e39}), "steering.gamma"),
     (_metadata(**{"steering.lambda": 1e300, "inputs.overridable.steer_lambda": 1e300}),
      "steering.lambda"),
+    (_metadata(logit_scale=1e39), "logit_scale: expected a number > 0, finite in float32"),
     (_metadata(templates=["{} {}"]), "templates[0]: expected a string with exactly one '{}'"),
     (_metadata(templates=["{x} {}"]), "templates[0]"),
     (_metadata(templates=["{!r}"]), "templates[0]"),

@@ -466,8 +466,8 @@ def _check_steering(m: Manifest) -> None:
     # Calibration is only valid for the SAE it ran with.
     _expect(s.sae_sha256 == m.sae.sha256, "steering.sae_sha256", f"sae.sha256 = {m.sae.sha256!r}",
             s.sae_sha256)
-    _expect(is_finite_number(m.logit_scale) and m.logit_scale > 0, "logit_scale",
-            "a finite number > 0", m.logit_scale)
+    _expect(is_finite32(m.logit_scale) and m.logit_scale > 0, "logit_scale",
+            "a number > 0, finite in float32 (the graph's constant)", m.logit_scale)
 
 
 def _check_classes(m: Manifest) -> None:
