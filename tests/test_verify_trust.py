@@ -155,8 +155,14 @@ def _set_scale(d):
     d["logit_scale"] *= 2
 
 
+def _set_gate(d):  # an app would read gate_score as another criterion's score
+    assert d["steering"]["gate"] != contract.GATE_FVU
+    d["steering"]["gate"] = contract.GATE_FVU
+
+
 @pytest.mark.parametrize("name, edit, word", [
     ("preprocessing", _set_mean, "manifest.preprocess"),
+    ("gate", _set_gate, "manifest.steering"),
     ("tau", _set_tau, "manifest.steering"),
     ("classes", _swap_classes, "manifest.classes"),
     ("weights", _set_weights, "manifest.model"),
