@@ -4,11 +4,13 @@ an H100, and the torch-free runtime needs CUDA and cuDNN loaded from their pip p
 
 from __future__ import annotations
 
+import json
+
 import onnxruntime as ort
 import pytest
-from test_runtime import build_fake_model, save_model
+from test_runtime import build_fake_model, manifest_dict, save_model
 
-from vs2_export.runtime import providers
+from vs2_export.runtime import contract, providers
 
 
 class FakeSession:
@@ -40,7 +42,11 @@ def fake_cuda(monkeypatch):
 
 @pytest.mark.parametrize(("precision", "tf32"), [("fp32", "0"), ("fp16", None), ("int8", None)])
 def test_fp32_on_cuda_is_computed_in_fp32(fake_cuda, tmp_path, precision, tf32):
-    model = save_model(tmp_path / "m", build_fake_model()) / "model.onnx"
+    """A graph whose manifest says `precision` (the runtime refuses a contradicting one)."""
+    meta = manifest_dict()
+    meta["precision"] = precision
+    model = save_model(tmp_path / "m", build_fake_model(metadata=json.dumps(meta))) / "model.onnx"
+    model = model.rename(model.with_name(contract.model_file(precision)))
     providers.create_session(model, "cuda", precision=precision)
     asked = FakeSession.calls[-1]
     assert asked["CUDAExecutionProvider"].get("use_tf32") == tf32

@@ -323,7 +323,7 @@ def _browser(site: Path, out: Path, *args: str) -> dict:
 def test_browser_matches_python(exported, images, tmp_path):
     _skip(_missing_browser())
     if (exported / contract.sidecar_name(contract.MODEL_FILE)).is_file():
-        with pytest.raises(SiteError, match="wasm memory"):  # no page for a graph over 2 GB
+        with pytest.raises(SiteError, match="external data"):  # no page for a graph over 2 GB
             _site(exported, tmp_path)
         return
     site = _site(exported, tmp_path)
