@@ -57,6 +57,9 @@ def _metadata(**changes) -> str:
     (_metadata(templates=["{x} {}"]), "templates[0]"),
     (_metadata(templates=["{!r}"]), "templates[0]"),
     (_metadata(templates=["a {"]), "templates[0]"),
+    (_metadata(**{"steering.gate_stats": {"pass_rate": 1e308}}), "steering.gate_stats"),
+    (_metadata(**{"steering.gate_stats": {"pass_rate": 0.9, "p50": -1.0}}), "steering.gate_stats"),
+    (_metadata(**{"steering.gate_stats": {"pass_rate": 1.5}}), "steering.gate_stats.pass_rate"),
 ])
 def test_tampered_manifest_values_refused(text, message):
     with pytest.raises(ManifestError) as info:

@@ -561,9 +561,13 @@ def _check_gate(m: Manifest) -> None:
     _expect(s.gate == contract.GATE_FVU or contract.GATE_SCORE in m.outputs, "outputs",
             f"to include {contract.GATE_SCORE!r} (the gate is {s.gate!r}, not fvu)", list(m.outputs))
     stats = s.gate_stats
+    # Every criterion is a squared norm or a ratio of them (>= 0), and pass_rate a share: the
+    # drift monitor compares live traffic with these and prints them (1e308 read "inf%").
     _expect(stats is None or (isinstance(stats, dict) and all(
-        isinstance(k, str) and is_finite_number(v) for k, v in stats.items())),
-        "steering.gate_stats", "null or an object of finite numbers", stats)
+        isinstance(k, str) and is_finite32(v) and v >= 0 for k, v in stats.items())),
+        "steering.gate_stats", "null or an object of numbers >= 0, finite in float32", stats)
+    _expect(stats is None or stats.get("pass_rate", 0) <= 1, "steering.gate_stats.pass_rate",
+            "a share in [0, 1]", (stats or {}).get("pass_rate"))
     _expect(m.card is None or isinstance(m.card, dict), "card", "null or an object", m.card)
     _check_recheck(m)
 
