@@ -182,10 +182,15 @@ def test_asked_precision_must_match_the_manifest(tmp_path, precision):
 
 
 def test_contract_file_names_hold_their_own_precision(tmp_path):
+    """Asking for fp32 by the folder's model.onnx and getting int8 is refused, naming the file;
+    without an asked precision the graph's manifest decides (a served folder, vs2 web, holds
+    its variant as model.onnx), and other names may hold any."""
     model = build_fake_model(metadata=_metadata(precision="int8"))
+    folder = save_model(tmp_path / "a", model)
     with pytest.raises(ModelError, match="model.onnx is the fp32 graph's file name, but its "
                                          "manifest says int8"):
-        Vs2Session(save_model(tmp_path / "a", model))
+        Vs2Session(folder, precision="fp32")
+    assert Vs2Session(folder).manifest.precision == "int8"
     assert Vs2Session(_save_as(tmp_path / "b", "custom.onnx", model)).manifest.precision == "int8"
 
 

@@ -441,9 +441,9 @@ def _read_manifest(session: ort.InferenceSession, path: Path) -> Manifest:
         manifest = Manifest.from_json(text)
     except ManifestError as exc:
         raise ModelError(f"{path}: invalid '{contract.METADATA_KEY}' metadata: {exc}") from None
-    problem = contract.file_precision_problem(path, manifest.precision)
-    if problem:
-        raise ModelError(f"{path}: {problem}")
+    # No file-name check here: a served folder holds any variant as model.onnx (vs2 web, the JS
+    # loadModel), and the graph's own manifest says what it is; a precision the caller asked
+    # for that contradicts it is refused when the session is created (providers._precision).
     return manifest
 
 
