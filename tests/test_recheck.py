@@ -5,6 +5,7 @@ calibration images and recorded; --int8-recheck off / MARGIN and the gate band d
 
 import dataclasses
 import json
+import os
 import shutil
 
 import numpy as np
@@ -301,3 +302,9 @@ def test_verify_holds_the_manifest_to_the_guard_in_the_graph(demo_work, exports,
     onnx.save(model, str(contract.model_path(hidden, "int8")))
     with pytest.raises(CheckFailed, match="manifest.int8_recheck differs"):
         verify(VerifyConfig(hidden, record, precision="int8", max_images=8))
+    fifo = tmp_path / "fifo"  # the guard is read before the session: a FIFO must not block it
+    shutil.copytree(folders["auto"], fifo)
+    contract.model_path(fifo, "int8").unlink()
+    os.mkfifo(contract.model_path(fifo, "int8"))
+    with pytest.raises(Vs2Error, match="regular file, got a FIFO"):
+        verify(VerifyConfig(fifo, record, precision="int8", max_images=8))

@@ -33,6 +33,7 @@ from .parity import TOLERANCES, Check, Decisions, compare, decide, latent_overla
 from .recheck import guard_setting
 from .record import ExportRecord, find_record
 from .runtime import contract
+from .runtime.files import check_regular
 from .runtime.manifest import Manifest
 from .runtime.preprocess import PreprocessSpec, list_images, normalise, preprocess_image, preprocess_paths
 from .runtime.session import Vs2Session, rgb_paths
@@ -292,6 +293,7 @@ def int8_guard(path: Path, precision: str) -> tuple[float, float] | None:
     weights stay on disk where they are external; an inline file is read whole, once."""
     if precision != "int8":
         return None
+    check_regular(path, "an ONNX model", error=Vs2Error)  # a FIFO would block onnx.load
     try:
         return guard_setting(onnx.load(str(path), load_external_data=False))
     except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError
