@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from . import contract
+from .preprocess import ImageError, check_dimensions
 from .session import InputError, Vs2Session
 
 DEFAULT_OUTPUTS = (contract.EMBEDDING, contract.STEERED, contract.FVU)
@@ -46,6 +47,8 @@ class Vs2Batch:
         if missing:
             raise InputError(f"outputs: expected names among {list(self.session.manifest.outputs)}, "
                              f"got {missing}")
+        if not isinstance(image_column, str):
+            raise InputError(f"image_column: expected a column name (str), got {image_column!r:.80}")
         self.image_column, self.outputs = image_column, tuple(outputs)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -53,15 +56,54 @@ class Vs2Batch:
         column per output ([B, ...] numpy arrays)."""
         if self.image_column not in batch:
             raise InputError(f"batch: expected a column {self.image_column!r}, got {sorted(batch)}")
-        images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB")
-                  for a in batch[self.image_column]]
-        pixels = [self.session.preprocess(img) for img in images]
+        column = batch[self.image_column]
+        if not isinstance(column, (np.ndarray, list, tuple)) or getattr(column, "ndim", 1) == 0:
+            raise InputError(f"batch: expected column {self.image_column!r} to hold images, got "
+                             f"{type(column).__name__}")
+        if not len(column):  # Ray may hand an actor an empty block: empty columns, not an error
+            return self._columns(batch, self.session.run_paths([]).outputs)
+        pixels = [self._pixels(item, f"{self.image_column}[{row}]") for row, item in enumerate(column)]
         # An image_rgb graph takes the decoded images as they are (sizes differ): a list.
         result = self.session.run(pixels if self.session.manifest.pixel_input == contract.IMAGE_RGB
                                   else np.stack(pixels))
+        return self._columns(batch, result)
+
+    def _pixels(self, item: object, where: str) -> np.ndarray:
+        """One cell -> what run() takes for it; a bad image is an InputError naming the cell."""
+        try:
+            return self.session.preprocess(_image(item, where))
+        except ImageError as exc:  # size limits (check_dimensions, the resize bound)
+            raise InputError(f"{where}: {exc.reason}") from None
+
+    def _columns(self, batch: dict[str, np.ndarray], result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch's other columns plus the chosen outputs (and `label` with logits)."""
         out = {k: v for k, v in batch.items() if k != self.image_column}
         out.update({name: result[name] for name in self.outputs})
         if contract.LOGITS in self.outputs and self.session.manifest.classes:
             classes = np.array(self.session.manifest.classes)
             out["label"] = classes[result[contract.LOGITS].argmax(-1)]
         return out
+
+
+def _image(item: object, where: str) -> Image.Image:
+    """One cell of the image column -> an RGB PIL image, or InputError naming the cell. Only
+    what a decoder gives is taken: [H, W] gray, [H, W, 3] RGB or [H, W, 4] RGBA, uint8 or
+    integers within 0..255. Nothing is cast: a float image in [0, 1] cast to uint8 is all 0/1
+    pixels (a wrong class, no error) and an int 300 wraps to 44."""
+    if not isinstance(item, np.ndarray):
+        raise InputError(f"{where}: expected a decoded image (numpy uint8 [H, W, 3]), got "
+                         f"{type(item).__name__}")
+    shape = list(item.shape)
+    if not (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (3, 4))):
+        raise InputError(f"{where}: expected an image uint8 [H, W, 3], [H, W, 4] or [H, W], "
+                         f"got {item.dtype} {shape}")
+    if item.dtype.kind == "f":
+        raise InputError(f"{where}: expected uint8 pixels 0..255, got {item.dtype} {shape}; pass "
+                         "uint8 (a float image in [0, 1]: (x * 255).round().astype(np.uint8))")
+    if item.dtype.kind not in "ui":
+        raise InputError(f"{where}: expected uint8 pixels 0..255, got {item.dtype} {shape}")
+    check_dimensions(item.shape[1], item.shape[0])  # the limits every decoded file meets
+    if item.dtype != np.uint8 and (item.min() < 0 or item.max() > 255):
+        raise InputError(f"{where}: expected pixels within 0..255, got {item.dtype} values from "
+                         f"{item.min()} to {item.max()}")
+    return Image.fromarray(item.astype(np.uint8, copy=False)).convert("RGB")
