@@ -7,6 +7,10 @@
 meta.json is written last: a store without it is incomplete and is refused by the reader. The
 sidecars let an interrupted or appended extraction know which images it already holds.
 
+Every shard is checked against the SHA-256 meta.json lists for it the first time this process
+reads it (a shard edited in place, e.g. its rows reordered, keeps its shape and would otherwise
+train and calibrate silently); the hash is taken from the very file that is then mapped.
+
 Reading never keeps a shard mapped between calls: a mapped page counts towards the process's
 resident memory until it is unmapped, so a reader that kept every shard open would grow to the
 size of the store. Pages stay in the OS page cache, which the kernel reclaims under pressure.
@@ -15,10 +19,12 @@ size of the store. Pages stay in the OS page cache, which the kernel reclaims un
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,7 +61,11 @@ class StoreMeta:
     """Absolute folder the images were read from (the rows' images are relative to it)."""
     store_id: str = ""
     """SHA-256 of meta.json, which lists every shard with its own SHA-256: the store's content
-    identity (resume and calibration compare it, not the path)."""
+    identity (resume and calibration compare it, not the path; the reader holds every shard to
+    its listed SHA-256, so the identity covers the rows too)."""
+    shard_sha256: tuple[str | None, ...] = ()
+    """SHA-256 of each shard file as meta.json lists it; None for stores written before shards
+    carried one (read unchecked)."""
 
 
 def write_shard(folder: Path, name: str, block: np.ndarray, images: list[str] | None = None,
@@ -137,7 +147,7 @@ def parse_meta(raw: dict, folder: Path) -> StoreMeta:
             raise Vs2Error(f"{where}: expected {key!r} of type {kind.__name__}, got {raw.get(key)!r:.80}")
     if not 1 <= raw["d"] <= MAX_D:
         raise Vs2Error(f"{where}: expected d in [1, {MAX_D}], got {raw['d']}")
-    shards = []
+    shards, digests = [], []
     for entry in raw["shards"]:
         name = entry.get("file") if isinstance(entry, dict) else None
         rows = entry.get("count") if isinstance(entry, dict) else None
@@ -145,7 +155,11 @@ def parse_meta(raw: dict, folder: Path) -> StoreMeta:
                 or isinstance(rows, bool) or rows < 0:
             raise Vs2Error(f"{where}: expected shards as {{file: 'shard-*.npy', count: rows >= 0}}, "
                            f"got {entry!r:.80}")
+        digest = entry.get("sha256")
+        if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise Vs2Error(f"{where}: expected shard {name} sha256 to be 64 hex digits, got {digest!r:.80}")
         shards.append((name, rows))
+        digests.append(digest)
     if sum(rows for _, rows in shards) != raw["count"]:
         raise Vs2Error(f"{where}: count {raw['count']} is not the sum of the shard rows")
     weights, root = raw.get("model_weights_sha256"), raw.get("images_root")
@@ -155,7 +169,43 @@ def parse_meta(raw: dict, folder: Path) -> StoreMeta:
         raise Vs2Error(f"{where}: expected images_root to be a path or null")
     store_id = hashlib.sha256((Path(folder) / META_FILE).read_bytes()).hexdigest()
     return StoreMeta(raw["model_id"], raw["model_source"], raw["d"], raw["count"], tuple(shards),
-                     weights, root, store_id)
+                     weights, root, store_id, tuple(digests))
+
+
+_VERIFIED: set[tuple[int, int, int, int, str]] = set()
+"""(device, inode, size, mtime_ns, sha256) of the shard files this process has hashed and found
+as listed: each epoch maps every shard again, and re-hashing would read the store twice per
+epoch. A rewritten or replaced file has another key and is hashed again."""
+
+
+def _sha256(fh: BinaryIO, digest: str) -> str:
+    """SHA-256 of the open file fh (streamed, then rewound), or `digest` without reading when
+    this file version already matched it in this process (_VERIFIED)."""
+    st = os.fstat(fh.fileno())
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest)
+    if key in _VERIFIED:
+        return digest
+    hasher = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        hasher.update(block)
+    fh.seek(0)
+    if hasher.hexdigest() == digest:
+        _VERIFIED.add(key)
+    return hasher.hexdigest()
+
+
+def _map_npy(fh: BinaryIO) -> np.ndarray:
+    """A read-only memmap of the .npy in the open file fh (np.load maps only by file name,
+    which could name another file by the time it is opened)."""
+    fmt = np.lib.format
+    read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(fh))
+    if read is None:
+        raise ValueError("expected a .npy file of format version 1.0 or 2.0")
+    shape, fortran, dtype = read(fh)
+    if dtype.hasobject:
+        raise ValueError("object arrays cannot be mapped")
+    return np.memmap(fh, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C",
+                     offset=fh.tell())
 
 
 class ActivationStore:
@@ -171,16 +221,27 @@ class ActivationStore:
                 isinstance(i, str) for i in self.images)):
             raise Vs2Error(f"activation store {folder}: expected 'images' to be a list of paths")
         for s in range(len(self.meta.shards)):
-            self._map(s)                                  # validate every shard up front
+            self._map(s, verify=False)                    # validate every shard's shape up front
         self.offsets = np.cumsum([0] + [rows for _, rows in self.meta.shards])
 
-    def _map(self, s: int) -> np.ndarray:
+    def _map(self, s: int, verify: bool = True) -> np.ndarray:
+        """Shard s as a read-only map [rows, d] float32; with verify, its file is first held to
+        the SHA-256 meta.json lists (once per file version per process: _VERIFIED)."""
         name, rows = self.meta.shards[s]
         path = self.folder / name
+        digest = self.meta.shard_sha256[s] if verify and self.meta.shard_sha256 else None
+        if path.exists() and not path.is_file():  # opening a FIFO would block until a writer came
+            raise Vs2Error(f"activation store: {path} is not a regular file")
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            with open(path, "rb") as fh:  # one open file: the bytes hashed are the bytes mapped
+                actual = digest if digest is None else _sha256(fh, digest)
+                array = _map_npy(fh)
         except (OSError, ValueError, EOFError) as exc:
             raise Vs2Error(f"activation store: cannot read {path} ({exc})") from None
+        if actual != digest:
+            raise Vs2Error(f"activation store: {path} does not match meta.json (sha256 {actual[:12]}..., "
+                           f"listed {digest[:12]}...): the shard was changed after extraction; "
+                           "re-extract the store")
         if array.shape != (rows, self.meta.d) or array.dtype != np.float32 \
                 or array.dtype.byteorder == ">":
             raise Vs2Error(f"activation store: {path} expected float32 [{rows}, {self.meta.d}], "
