@@ -106,6 +106,8 @@ def assert_final_files_sound(folder: Path) -> None:
             load_file(path)
         elif path.name == contract.TEXT_MODEL_FILE:  # the text graph: no image-model manifest
             create_session(path)
+        elif path.suffix == ".onnx" and (path.parent / contract.INCOMPLETE_MARKER).exists():
+            create_session(path)  # the file is whole; the folder is refused as unfinished (below)
         elif path.suffix == ".onnx":
             Vs2Session(path)  # model.onnx and any precision variant; also checks class_embeddings.f32
         elif path.suffix == ".gz":  # the tokenizer's vocab
@@ -206,8 +208,9 @@ def test_export_killed_while_writing_the_graph_leaves_no_model(work, tmp_path):
 
 
 def test_export_force_killed_before_the_record_is_caught_by_verify(work, tmp_path):
-    """A kill after the new model.onnx but before the new record: verify names the mismatch
-    (the manifest's SAE is not the recorded one) instead of a bare 'parity FAIL'."""
+    """A kill after the new model.onnx but before the new record: the folder is still marked
+    incomplete, so verify (and every runtime load) refuses it, saying the export did not finish,
+    instead of a bare 'parity FAIL'; export without --force says so too."""
     out = tmp_path / "exported"
     export(ExportConfig(work / "sae", work / "steering.json", out, ModelSpec(),
                         _classes(work)))
@@ -218,7 +221,9 @@ def test_export_force_killed_before_the_record_is_caught_by_verify(work, tmp_pat
     kill_when(proc, new_inode(out / "manifest.json"), timeout=300)  # after a whole export, as above
     assert_final_files_sound(out)
     assert_clean_failure(run_vs2("verify", out, "--run", work, "--images", work / "images",
-                                 "--max-images", 8), 1, "manifest.sae")
+                                 "--max-images", 8), 2, "did not finish")
+    assert_clean_failure(run_vs2(*_export_args(work, out, other, tmp_path / "steering2.json")), 2,
+                         "did not finish")
     export(ExportConfig(other, tmp_path / "steering2.json", out, ModelSpec(), _classes(work),
                         force=True))
     assert verify(VerifyConfig(out, tmp_path, work / "images", max_images=8)).verdict == "PASS"

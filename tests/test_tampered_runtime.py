@@ -22,7 +22,7 @@ from test_runtime import build_fake_model, manifest_dict, pixels, save_model
 
 from vs2_export.config import ExportConfig
 from vs2_export.errors import Vs2Error
-from vs2_export.runtime import InputError, Manifest, ModelError, Vs2Session
+from vs2_export.runtime import InputError, Manifest, ModelError, Vs2Session, contract
 from vs2_export.runtime.manifest import ManifestError
 from vs2_export.runtime.onnx_wire import scan
 from vs2_export.runtime.providers import create_session
@@ -257,3 +257,22 @@ def test_an_empty_image_rgb_batch_is_refused_like_pixel_values():
     from vs2_export.runtime.session import _rgb_list  # noqa: PLC0415  the image_rgb input rule
     with pytest.raises(InputError, match=r"image_rgb: expected at least one image, got \[0, 10, 10, 3\]"):
         _rgb_list(np.zeros((0, 10, 10, 3), np.uint8))
+
+
+# ---- a folder an export was interrupted in (contract.INCOMPLETE_MARKER)
+
+
+@pytest.mark.parametrize("marker", ["other", "garbage", "fifo"])
+def test_a_folder_an_export_did_not_finish_is_refused(tmp_path, marker):
+    """Only the exporting process itself (its self-check) may load a marked folder."""
+    folder = save_model(tmp_path / "m", build_fake_model())
+    path = folder / contract.INCOMPLETE_MARKER
+    if marker == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text('{"pid": 1}' if marker == "other" else "[")
+    with pytest.raises(ModelError, match="an export into this folder did not finish"):
+        Vs2Session(folder)
+    path.unlink()
+    path.write_text(json.dumps({"pid": os.getpid()}))
+    assert Vs2Session(folder).manifest.precision == "fp32"

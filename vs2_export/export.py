@@ -25,6 +25,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -170,6 +171,10 @@ def export(cfg: ExportConfig) -> Manifest:
     """Build SteeredClip, export it as ONE graph with metadata, check it, write the folder and
     the export record. Everything that can be refused (other weights than the SAE's, missing
     calibration images) is refused before model.onnx is written."""
+    if (cfg.out / contract.INCOMPLETE_MARKER).exists() and (cfg.out / contract.MODEL_FILE).exists() \
+            and not cfg.force:  # say why the model.onnx there is not a finished export
+        raise Vs2Error(f"{cfg.out}: an earlier export into it did not finish (interrupted); pass "
+                       "--force to export again")
     claim_output(cfg.out / contract.MODEL_FILE, cfg.force)
     cfg = resolve(cfg)
     check_output(cfg.out, "--out", (cfg.sae, cfg.steering, cfg.classes, cfg.calibration),
@@ -192,6 +197,9 @@ def export(cfg: ExportConfig) -> Manifest:
     _set_metadata(model, manifest)
     pixels = _calibration(cfg, manifest)  # before anything is written: refused early
     stage(f"write and check {contract.MODEL_FILE}")
+    # From the first file to the record the folder is marked: a kill in between (the int8
+    # stage takes minutes) leaves a model.onnx the runtime must not take for a finished export.
+    write_json(cfg.out / contract.INCOMPLETE_MARKER, {"pid": os.getpid()})
     _write_class_files(cfg, class_bytes)
     if text is not None:
         write_text_tower(parts.clip, cfg.out)
@@ -214,6 +222,7 @@ def export(cfg: ExportConfig) -> Manifest:
         write_variant(cfg, manifest, precision, pixels)
     stage("export record")
     path = write_record(cfg.run, record)
+    (cfg.out / contract.INCOMPLETE_MARKER).unlink()
     stages.update()
     stages.close()
     log.info("sources recorded in %s (vs2 verify %s --run %s)", path, cfg.out, cfg.run)

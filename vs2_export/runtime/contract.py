@@ -107,6 +107,10 @@ RUN_PRECISIONS = PRECISIONS + tuple(COMPUTE_PRECISIONS)
 INT8_MODES = ("static", "dynamic")
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+INCOMPLETE_MARKER = ".vs2-export-incomplete"
+"""Written into the export folder before export's first file and removed after its last: a
+folder that still holds it was interrupted mid-export (model.onnx may be there without the
+variants or their checks). It holds {"pid": PID}; the runtime refuses the folder to anyone else."""
 
 
 def file_precision(precision: str) -> str:

@@ -8,7 +8,9 @@ and the export's class_embeddings.f32, unless the caller overrides them.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from PIL import Image
 
 from . import contract
 from .classes import TextEncoder, check_names, read_class_embeddings
+from .files import open_regular
 from .manifest import Manifest, ManifestError, is_finite32
 from .monitor import GateMonitor
 from .preprocess import (
@@ -419,7 +422,24 @@ def _model_path(model: str | Path) -> Path:
     if not path.is_file():
         raise ModelError(f"{path}: expected an exported model (a directory with model.onnx, or a "
                          ".onnx file), got no such file")
+    _check_complete(path.parent)
     return path
+
+
+def _check_complete(folder: Path) -> None:
+    """A folder an export was interrupted in (contract.INCOMPLETE_MARKER) is refused, except to
+    that export's own process, whose self-check loads the files it just wrote."""
+    marker = folder / contract.INCOMPLETE_MARKER
+    if not marker.exists() and not marker.is_symlink():
+        return
+    try:
+        with open_regular(marker, "an export marker", max_size=4096, error=ModelError) as (fh, _):
+            pid = json.loads(fh.read()).get("pid")
+    except (ModelError, ValueError, AttributeError):
+        pid = None
+    if pid != os.getpid():
+        raise ModelError(f"{folder}: an export into this folder did not finish (interrupted, or "
+                         f"still running); run `vs2 export ... --force` again")
 
 
 def _check_optimized_model(saved: Path, model: Path) -> None:
