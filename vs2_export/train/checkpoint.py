@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,9 @@ STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 # Options that may change between an interrupted run and its resumption.
 FREE_OPTIONS = {"resume", "force", "device", "log_every", "checkpoint_every"}
+# What restoring may raise on a checkpoint that does not fit the run (missing or wrong-typed
+# entries, shapes): each is a bad file, reported as one, never a crash.
+_UNFIT = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
 
 
 def _pinned(cfg: TrainConfig) -> dict:
@@ -61,9 +65,11 @@ def load_checkpoint(out: Path, cfg: TrainConfig, comm: Comm, store_id: str = "")
         return None
     try:
         state = load_bytes(data)
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise Vs2Error(f"resume: {path} is not a readable checkpoint ({exc})") from None
-    if not isinstance(state, dict) or not {"step", "config", "sae", "optimizer"} <= set(state):
+    # Foreign bytes make the weights-only unpickler raise about anything (UnpicklingError,
+    # EOFError, IndexError, ...): every such failure means the file is not a checkpoint.
+    except Exception as exc:  # noqa: BLE001
+        raise Vs2Error(f"resume: {path} is not a readable checkpoint ({_reason(exc)})") from None
+    if not _is_checkpoint(state):
         raise Vs2Error(f"resume: {path} is not a vs2 training checkpoint")
     if state.get("store_id", "") != store_id:
         raise Vs2Error(f"resume: the checkpoint was trained on store "
@@ -77,14 +83,95 @@ def load_checkpoint(out: Path, cfg: TrainConfig, comm: Comm, store_id: str = "")
     return state
 
 
-def restore(state: dict, sae: TopKSAE, opt: torch.optim.Optimizer, fires: FireStats) -> int:
-    """Load a checkpoint's state into the run's objects; returns the step to continue from."""
-    sae.load_state_dict(state["sae"])
-    opt.load_state_dict(state["optimizer"])
-    fires.since.copy_(state["since"])
-    fires.window.copy_(state["window"])
-    fires.window_samples = int(state["window_samples"])
-    return int(state["step"])
+def _is_checkpoint(state: object) -> bool:
+    """The entries load_checkpoint compares, of the types it compares (a tensor among the
+    options would make `!=` a tensor, whose truth value raises)."""
+    plain = (str, int, float, bool, type(None))
+    return (isinstance(state, dict) and {"step", "config", "sae", "optimizer"} <= set(state)
+            and isinstance(state["config"], dict)
+            and all(isinstance(v, plain) for v in state["config"].values())
+            and isinstance(state.get("store_id", ""), str))
+
+
+def _reason(exc: BaseException) -> str:
+    """One short line for an error about a checkpoint file."""
+    if isinstance(exc, KeyError):
+        return f"no entry {exc}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.removeprefix("Error(s) in loading state_dict for TopKSAE: ")
+    # torch's weights-only refusal: keep its cause, not its advice to unpickle (never taken here).
+    refused = (re.search(r"WeightsUnpickler error: (.*?)\s*Check the documentation", text)
+               or re.search(r"trusted source\.\s*(.*?)\s*Check the documentation", text))
+    if refused:
+        text = f"it holds more than tensors and plain data: {refused.group(1)}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def restore(state: dict, sae: TopKSAE, opt: torch.optim.Optimizer, fires: FireStats, out: Path,
+            total: int) -> int:
+    """Load a checkpoint's state into the run's objects; returns the step to continue from.
+    A state that does not fit the run (shapes, types, a step past its `total` steps, NaN or Inf,
+    which would surface later as a diverged loss blamed on --lr) is refused, naming the file."""
+    path = Path(out) / CHECKPOINT_DIR / STATE_FILE
+    try:
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < total:
+            raise ValueError(f"step: expected an integer in [0, {total}), got {step!r}")
+        _check_tensors("sae", state["sae"])
+        sae.load_state_dict(state["sae"])
+        _load_moments(opt, state["optimizer"])
+        for name in ("since", "window"):
+            _load_counts(name, state[name], getattr(fires, name))
+        samples = state["window_samples"]
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise ValueError(f"window_samples: expected an integer >= 0, got {samples!r}")
+        fires.window_samples = samples
+    except _UNFIT as exc:
+        raise Vs2Error(f"resume: {path} is not a usable checkpoint of this run ({_reason(exc)}); "
+                       "train without --resume to start over") from None
+    return step
+
+
+def _check_tensors(where: str, entries: object) -> None:
+    """Every value of `entries` a dense real tensor, finite when floating."""
+    if not isinstance(entries, dict):
+        raise TypeError(f"{where}: expected a dict of tensors, got {type(entries).__name__}")
+    for key, value in entries.items():
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided \
+                or value.is_complex() or value.is_quantized or value.dtype == torch.bool:
+            raise TypeError(f"{where}.{key}: expected a dense real tensor, got "
+                            f"{type(value).__name__}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{where}.{key} holds NaN or Inf")
+
+
+def _load_moments(opt: torch.optim.Optimizer, saved: object) -> None:
+    """Adam's per-parameter moments, checked against the parameters: Adam's own load_state_dict
+    checks only the number of parameters, and a moment of another shape would fail at the next
+    step. The hyperparameters stay the run's own: the pinned options made both, and the loop
+    sets lr before every step."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    moments = saved["state"] if isinstance(saved, dict) else None
+    if not isinstance(moments, dict) or not set(moments) <= set(range(len(params))):
+        raise TypeError(f"optimizer.state: expected Adam moments of {len(params)} parameters")
+    for index, entry in moments.items():
+        _check_tensors(f"optimizer.state.{index}", entry)
+        if set(entry) != {"step", "exp_avg", "exp_avg_sq"} or entry["step"].numel() != 1 \
+                or entry["exp_avg"].shape != params[index].shape \
+                or entry["exp_avg_sq"].shape != params[index].shape \
+                or bool((entry["exp_avg_sq"] < 0).any()) or float(entry["step"]) < 0:
+            raise ValueError(f"optimizer.state.{index}: expected Adam's step, exp_avg and "
+                             f"exp_avg_sq >= 0 of shape {tuple(params[index].shape)}")
+    opt.load_state_dict({"state": moments, "param_groups": opt.state_dict()["param_groups"]})
+
+
+def _load_counts(name: str, value: object, target: torch.Tensor) -> None:
+    """A firing counter: integers >= 0 of exactly the run's shape (copy_ would broadcast)."""
+    if not isinstance(value, torch.Tensor) or value.shape != target.shape \
+            or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool \
+            or value.layout != torch.strided or value.is_quantized or bool((value < 0).any()):
+        raise ValueError(f"{name}: expected {tuple(target.shape)} counts >= 0")
+    target.copy_(value)
 
 
 def drop_checkpoint(out: Path) -> None:

@@ -145,13 +145,13 @@ def _train(cfg: TrainConfig, comm: Comm, device: str) -> TrainResult:
     lr = cfg.learning_rate(sae.cfg.n)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
     fires = FireStats.zeros(sae.cfg.n, device)
+    per_epoch = -(-len(store) // cfg.batch_size)
+    total = per_epoch * cfg.epochs
     state = load_checkpoint(cfg.out, cfg, comm, store.meta.store_id) if cfg.resume else None
-    start = restore(state, sae, opt, fires) if state else 0
+    start = restore(state, sae, opt, fires, cfg.out, total) if state else 0
     if cfg.resume:
         log.info("resume: %s", f"from step {start}" if state else "no checkpoint, from scratch")
     spread = _total_spread(store, sae.mu.cpu().numpy())
-    per_epoch = -(-len(store) // cfg.batch_size)
-    total = per_epoch * cfg.epochs
     metrics = MetricsLog(cfg.out, start, comm.main)
     counts = [rows for _, rows in store.meta.shards]
     bar = tqdm(total=total, initial=start, desc="train", unit="step",

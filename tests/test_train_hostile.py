@@ -1,0 +1,118 @@
+"""Hostile input to `vs2 train --resume` and `vs2 quickstart`: a damaged, foreign or malicious
+checkpoint, a run folder spelled or placed differently, an overflowing store, unbounded counts.
+Each is exit 2 with one line naming the culprit, never an internal error (exit 3)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hostile import error_lines
+from typer.testing import CliRunner
+
+from vs2_export import cli
+from vs2_export.config import TrainConfig
+from vs2_export.errors import Vs2Error
+from vs2_export.store import ActivationStore
+from vs2_export.train import train_sae
+from vs2_export.train.checkpoint import save_checkpoint
+from vs2_export.train.recipe import FireStats, init_sae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+STEP = 3  # of 8: 2048 rows, batch 256, one epoch
+
+
+def config(store, out, **kw) -> TrainConfig:
+    return TrainConfig(store, out, expansion=2, k=4, batch_size=256, epochs=1, resume=True, **kw)
+
+
+def checkpoint(store, out) -> str:
+    """A real checkpoint at STEP (Adam moments included, as a run leaves them); its path."""
+    cfg = config(store, out)
+    sae = init_sae(cfg, ActivationStore(store))
+    opt = torch.optim.Adam(sae.parameters())
+    sae.W_enc.sum().backward()
+    opt.step()
+    save_checkpoint(out, STEP, sae, opt, FireStats.zeros(sae.cfg.n), cfg,
+                    ActivationStore(store).meta.store_id)
+    return str(out / "checkpoint" / "state.pt")
+
+
+def invoke(*args) -> tuple[int, str]:
+    """`vs2 ARGS` in-process -> (exit code, stderr); an escaped exception fails."""
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        f"uncaught {type(result.exception).__name__}: {result.exception}"
+    return result.exit_code, result.stderr
+
+
+class Payload:
+    """Unpickling this runs code: it must never be unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_garbage_checkpoint_is_exit_2_naming_the_file(store, tmp_path):
+    path = checkpoint(store, tmp_path / "sae")
+    with open(path, "wb") as fh:
+        fh.write(np.random.default_rng(0).bytes(5000))
+    code, err = invoke("train", "--acts", store, "--out", tmp_path / "sae", "--expansion", 2,
+                       "--k", 4, "--batch-size", 256, "--epochs", 1, "--resume")
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1, err[-1500:]
+    assert "state.pt is not a readable checkpoint" in lines[0] and "trusted" not in lines[0]
+
+
+def test_a_malicious_pickle_is_refused_and_never_run(store, tmp_path):
+    path = checkpoint(store, tmp_path / "sae")
+    marker = tmp_path / "ran"
+    torch.save({"step": STEP, "config": {}, "sae": Payload(str(marker)), "optimizer": {}}, path)
+    with pytest.raises(Vs2Error, match="state.pt is not a readable checkpoint .*posix.mkdir"):
+        train_sae(config(store, tmp_path / "sae"))
+    assert not marker.exists()
+
+
+def _wrong_shape(state):
+    state["sae"]["W_enc"] = torch.zeros(7, 7)
+
+
+def _moment_shape(state):
+    state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(3)
+
+
+def _nan_moment(state):
+    state["optimizer"]["state"][0]["exp_avg_sq"].fill_(float("nan"))
+
+
+@pytest.mark.parametrize("tamper, words", [
+    (_wrong_shape, "size mismatch for W_enc"),
+    (lambda s: s.pop("since"), "no entry 'since'"),
+    (lambda s: s.update(since=5), "since: expected (64,) counts"),
+    (lambda s: s.update(window=torch.zeros(1, dtype=torch.long)), "window: expected (64,)"),
+    (lambda s: s.update(step="3"), "step: expected an integer"),
+    (lambda s: s.update(step=10**9), "step: expected an integer in [0, 8)"),
+    (lambda s: s.update(window_samples=[1]), "window_samples"),
+    (lambda s: s.update(optimizer=[]), "optimizer.state: expected Adam moments"),
+    (_moment_shape, "optimizer.state.0: expected Adam's"),
+    (lambda s: s["sae"].update(b_enc="x"), "sae.b_enc: expected a dense real tensor"),
+    (lambda s: s["sae"]["W_enc"].fill_(float("nan")), "sae.W_enc holds NaN or Inf"),
+    (_nan_moment, "optimizer.state.0.exp_avg_sq holds NaN or Inf"),
+    (lambda s: s.update(config=[1]), "not a vs2 training checkpoint"),
+    (lambda s: s["config"].update(k=torch.ones(2)), "not a vs2 training checkpoint"),
+    (lambda s: s.update(store_id=7), "not a vs2 training checkpoint"),
+])
+def test_a_checkpoint_that_does_not_fit_is_refused_naming_it(store, tmp_path, tamper, words):
+    path = checkpoint(store, tmp_path / "sae")
+    state = torch.load(path, weights_only=True)
+    tamper(state)
+    torch.save(state, path)
+    with pytest.raises(Vs2Error) as caught:
+        train_sae(config(store, tmp_path / "sae"))
+    assert "state.pt" in str(caught.value) and words in str(caught.value), str(caught.value)
+    assert "--lr" not in str(caught.value)
