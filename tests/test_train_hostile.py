@@ -5,6 +5,7 @@ Each is exit 2 with one line naming the culprit, never an internal error (exit 3
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -116,3 +117,12 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_it(store, tmp_path, ta
         train_sae(config(store, tmp_path / "sae"))
     assert "state.pt" in str(caught.value) and words in str(caught.value), str(caught.value)
     assert "--lr" not in str(caught.value)
+
+
+def test_resume_takes_the_run_folder_however_spelled_or_moved(store, tmp_path, monkeypatch):
+    checkpoint(store, tmp_path / "sae")
+    monkeypatch.chdir(tmp_path)
+    shutil.move(tmp_path / "sae", tmp_path / "moved")
+    shutil.copytree(store, tmp_path / "acts-copy")
+    result = train_sae(config(os.path.relpath(tmp_path / "acts-copy"), "moved"))
+    assert result.curve[0]["step"] >= STEP        # continued from the checkpoint

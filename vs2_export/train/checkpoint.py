@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
-# Options that may change between an interrupted run and its resumption.
-FREE_OPTIONS = {"resume", "force", "device", "log_every", "checkpoint_every"}
+# Options that may change between an interrupted run and its resumption. `out` holds the
+# checkpoint, so any spelling of it (or a moved run folder) is the same run; `acts` is compared by
+# content (store_id), which a path cannot tell (a relative one, a moved or re-extracted store).
+FREE_OPTIONS = {"resume", "force", "device", "log_every", "checkpoint_every", "out", "acts"}
 # What restoring may raise on a checkpoint that does not fit the run (missing or wrong-typed
 # entries, shapes): each is a bad file, reported as one, never a crash.
 _UNFIT = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
@@ -74,8 +76,8 @@ def load_checkpoint(out: Path, cfg: TrainConfig, comm: Comm, store_id: str = "")
     if state.get("store_id", "") != store_id:
         raise Vs2Error(f"resume: the checkpoint was trained on store "
                        f"{str(state.get('store_id') or 'unknown')[:12]}, but {cfg.acts} now holds "
-                       f"store {store_id[:12]} (other content at the same path); train without "
-                       "--resume, or with --force")
+                       f"store {store_id[:12]} (other content at the same path, or another "
+                       "store); train without --resume, or with --force")
     differ = sorted(k for k, v in _pinned(cfg).items() if state["config"].get(k) != v)
     if differ:
         raise Vs2Error("resume: the checkpoint was made with other options: " + ", ".join(
