@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_activations
 from hostile import error_lines
 from typer.testing import CliRunner
 
 from vs2_export import cli
 from vs2_export.config import TrainConfig
 from vs2_export.errors import Vs2Error
-from vs2_export.store import ActivationStore
+from vs2_export.store import ActivationStore, store_array
 from vs2_export.train import train_sae
 from vs2_export.train.checkpoint import save_checkpoint
 from vs2_export.train.recipe import FireStats, init_sae
@@ -126,3 +128,14 @@ def test_resume_takes_the_run_folder_however_spelled_or_moved(store, tmp_path, m
     shutil.copytree(store, tmp_path / "acts-copy")
     result = train_sae(config(os.path.relpath(tmp_path / "acts-copy"), "moved"))
     assert result.curve[0]["step"] >= STEP        # continued from the checkpoint
+
+
+def test_an_overflowing_store_is_one_error_without_a_warning(tmp_path):
+    h = synthetic_activations(256, 16)
+    h[3, 2] = 1e38                                # finite, but its square is not in float32
+    acts = store_array(tmp_path / "acts", h, "test-model", "none")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Vs2Error, match="square overflows float32"):
+            train_sae(TrainConfig(acts, tmp_path / "sae", expansion=2, k=4, epochs=1))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]

@@ -139,9 +139,11 @@ def _train(cfg: TrainConfig, comm: Comm, device: str) -> TrainResult:
     store = ActivationStore(cfg.acts)
     labels, classes = class_labels(store) if cfg.labels else (None, [])
     sae = init_sae(cfg, store).to(device)
-    if not (torch.isfinite(sae.mu).all() and torch.isfinite(sae.b_pre).all()):
+    spread = _total_spread(store, sae.mu.cpu().numpy())
+    if not (torch.isfinite(sae.mu).all() and torch.isfinite(sae.b_pre).all()
+            and math.isfinite(spread)):
         raise Vs2Error(f"train: expected finite activations, got NaN or Inf (or values whose sum "
-                       f"overflows) in {cfg.acts}; re-extract the store")
+                       f"or square overflows float32) in {cfg.acts}; re-extract the store")
     lr = cfg.learning_rate(sae.cfg.n)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
     fires = FireStats.zeros(sae.cfg.n, device)
@@ -151,7 +153,6 @@ def _train(cfg: TrainConfig, comm: Comm, device: str) -> TrainResult:
     start = restore(state, sae, opt, fires, cfg.out, total) if state else 0
     if cfg.resume:
         log.info("resume: %s", f"from step {start}" if state else "no checkpoint, from scratch")
-    spread = _total_spread(store, sae.mu.cpu().numpy())
     metrics = MetricsLog(cfg.out, start, comm.main)
     counts = [rows for _, rows in store.meta.shards]
     bar = tqdm(total=total, initial=start, desc="train", unit="step",
@@ -246,8 +247,11 @@ def _finish(cfg: TrainConfig, comm: Comm, sae: TopKSAE, store: ActivationStore,
 
 
 def _total_spread(store: ActivationStore, mu: np.ndarray) -> float:
-    """Mean ||h - mu||^2 over the store: the FVU denominator of the training loss."""
-    total = sum(float(((b - mu) ** 2).sum(dtype=np.float64)) for b in store.iter_batches(8192))
+    """Mean ||h - mu||^2 over the store: the FVU denominator of the training loss. Squared in
+    float32 like the loss: a value whose square overflows there gives inf, which the caller
+    refuses (numpy's overflow warning would only print a source line before that error)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = sum(float(((b - mu) ** 2).sum(dtype=np.float64)) for b in store.iter_batches(8192))
     return max(total / max(len(store), 1), 1e-12)
 
 
