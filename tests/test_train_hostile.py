@@ -16,8 +16,9 @@ from hostile import error_lines
 from typer.testing import CliRunner
 
 from vs2_export import cli
-from vs2_export.config import TrainConfig
+from vs2_export.config import QuickstartConfig, TrainConfig
 from vs2_export.errors import Vs2Error
+from vs2_export.quickstart import run_quickstart
 from vs2_export.store import ActivationStore, store_array
 from vs2_export.train import train_sae
 from vs2_export.train.checkpoint import save_checkpoint
@@ -139,3 +140,19 @@ def test_an_overflowing_store_is_one_error_without_a_warning(tmp_path):
         with pytest.raises(Vs2Error, match="square overflows float32"):
             train_sae(TrainConfig(acts, tmp_path / "sae", expansion=2, k=4, epochs=1))
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("option, value", [("n_unlabeled", 10**10), ("n_val_per_class", 10**7),
+                                           ("epochs", 10**6), ("seed", -1)])
+def test_quickstart_counts_are_bounded_before_anything_is_written(tmp_path, option, value):
+    with pytest.raises(Vs2Error, match=f"{option}: expected an int in"):
+        run_quickstart(QuickstartConfig(workdir=tmp_path / "work", **{option: value}))
+    assert not (tmp_path / "work").exists()
+
+
+def test_quickstart_workdir_that_is_a_file_is_exit_2(tmp_path):
+    (tmp_path / "file").write_text("")
+    code, err = invoke("quickstart", "--workdir", tmp_path / "file")
+    assert code == 2 and error_lines(err) == [
+        f"vs2: error: --workdir: expected a folder, got a file ({tmp_path / 'file'} or a parent "
+        "of it)"], err[-1500:]
