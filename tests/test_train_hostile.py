@@ -122,6 +122,15 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_it(store, tmp_path, ta
     assert "--lr" not in str(caught.value)
 
 
+@pytest.mark.parametrize("line", ["garbage", '{"x": 1}', "[1]", '{"step": "a"}',
+                                  '{"step": 1, "fvu": "x"}', "[" * 100_000])
+def test_a_damaged_metrics_log_is_refused_by_line(store, tmp_path, line):
+    checkpoint(store, tmp_path / "sae")
+    (tmp_path / "sae" / "metrics.jsonl").write_text('{"step": 0, "fvu": 1.0}\n' + line + "\n")
+    with pytest.raises(Vs2Error, match="metrics.jsonl line 2: expected a metrics record"):
+        train_sae(config(store, tmp_path / "sae"))
+
+
 def test_resume_takes_the_run_folder_however_spelled_or_moved(store, tmp_path, monkeypatch):
     checkpoint(store, tmp_path / "sae")
     monkeypatch.chdir(tmp_path)

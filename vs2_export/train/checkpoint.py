@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..config import TrainConfig, to_jsonable
 from ..distributed import Comm, load_bytes
 from ..errors import Vs2Error
 from ..sae import TopKSAE
+from .plot import PANELS
 from .recipe import FireStats
 
 log = logging.getLogger(__name__)
@@ -192,9 +194,7 @@ class MetricsLog:
         if not enabled:
             return
         if start_step > 0 and self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            self.records = [r for r in map(json.loads, filter(None, lines))
-                            if r["step"] < start_step]
+            self.records = [r for r in _records(self.path) if r["step"] < start_step]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
@@ -205,3 +205,32 @@ class MetricsLog:
         self.records.append(record)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _records(path: Path) -> list[dict]:
+    """metrics.jsonl's records, each checked as far as the resumed run uses it (its step, and
+    the numbers curves.png draws): a damaged line is refused by number, not met as a crash."""
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):   # RecursionError: a line of 10^5 '['
+            record = None
+        if not (isinstance(record, dict) and _count(record.get("step"))
+                and all(_number_or_none(record.get(key)) for key, _ in PANELS)):
+            raise Vs2Error(f"resume: {path} line {number}: expected a metrics record (a JSON "
+                           f"object: an integer step, finite numbers), got {line[:60]!r}; remove "
+                           "the file to resume without the earlier curve")
+        records.append(record)
+    return records
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and math.isfinite(value))
