@@ -172,6 +172,8 @@ def test_guard_refuses_a_sidecar_outside_the_folder_or_not_a_file(external, tmp_
 
 
 def test_a_failed_export_leaves_no_half_pair(work, tmp_path, monkeypatch):
+    """No temporary survives, and the folder stays marked unfinished: with --force the class
+    files may already be the new export's, so the runtime refuses it until an export succeeds."""
     def broken_check(*args, **kwargs):
         raise Vs2Error("export: the written graph does not load (simulated)")
 
@@ -180,7 +182,7 @@ def test_a_failed_export_leaves_no_half_pair(work, tmp_path, monkeypatch):
     with pytest.raises(Vs2Error, match="simulated"):
         export_external(config(work, out))
     assert not (out / "model.onnx").exists() and not (out / "model.onnx.data").exists()
-    assert temporaries(out) == []
+    assert temporaries(out) == [contract.INCOMPLETE_MARKER]
     old = tmp_path / "old"  # --force over a whole pair: the old pair stays, byte for byte
     monkeypatch.undo()
     export_external(config(work, old))
@@ -190,7 +192,10 @@ def test_a_failed_export_leaves_no_half_pair(work, tmp_path, monkeypatch):
         export_external(config(work, old, force=True))
     assert {k: v for k, v in digest(old).items() if k.startswith("model")} == \
         {k: v for k, v in before.items() if k.startswith("model")}
-    assert temporaries(old) == []
+    assert temporaries(old) == [contract.INCOMPLETE_MARKER]  # refused to other processes
+    monkeypatch.undo()
+    export_external(config(work, old, force=True))
+    assert temporaries(old) == [] and Vs2Session(old).manifest.precision == "fp32"
 
 
 def test_reexport_as_one_file_removes_the_old_sidecar(work, external, tmp_path):
