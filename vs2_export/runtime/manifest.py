@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from . import contract
-from .preprocess import PreprocessSpec
+from .preprocess import PreprocessSpec, is_finite_number
 from .tokenizer import TokenizerError, TokenizerSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -286,17 +286,6 @@ def is_iso_timestamp(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def is_finite_number(value: Any) -> bool:
-    """A real number that is finite as a float: JSON's 400-digit integers overflow math.isfinite
-    (OverflowError), which must read as 'not finite', not crash the parse."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def is_finite32(value: Any) -> bool:

@@ -70,7 +70,7 @@ class PreprocessSpec:
     def __post_init__(self) -> None:
         for key in ("mean", "std"):  # checked before float(): 10**400 overflows it
             values = getattr(self, key)
-            if not (isinstance(values, (list, tuple)) and all(_finite(v) for v in values)):
+            if not (isinstance(values, (list, tuple)) and all(is_finite_number(v) for v in values)):
                 raise ValueError(f"{key}: expected 3 finite numbers, got {_shown(values)}")
             object.__setattr__(self, key, tuple(float(v) for v in values))
         if not (isinstance(self.image_size, int) and 1 <= self.image_size <= 4096):
@@ -96,8 +96,10 @@ class PreprocessSpec:
         return cls(**known)
 
 
-def _finite(value: object) -> bool:
-    """A real number finite as a float (a 400-digit JSON integer is not: float() overflows)."""
+def is_finite_number(value: object) -> bool:
+    """A real number that is finite as a float: JSON's 400-digit integers overflow math.isfinite
+    (OverflowError), which must read as 'not finite', not crash the parse. Here, below the
+    manifest that also uses it, because the manifest imports PreprocessSpec."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
