@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from . import contract
-from .preprocess import PreprocessSpec, is_finite_number
+from .preprocess import PreprocessSpec, is_finite_number, is_int
 from .tokenizer import TokenizerError, TokenizerSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -414,7 +414,7 @@ def _check_manifest(m: Manifest) -> None:
     _check_class_inputs(m)
     _check_gate(m)
     _expect(m.precision in contract.PRECISIONS, "precision", f"one of {list(contract.PRECISIONS)}", m.precision)
-    _expect(_is_int(m.opset) and m.opset >= 7, "opset", "an int >= 7", m.opset)
+    _expect(is_int(m.opset) and m.opset >= 7, "opset", "an int >= 7", m.opset)
     _expect(isinstance(m.versions, dict) and all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in m.versions.items()),
             "versions", "an object of strings", m.versions)
@@ -429,13 +429,13 @@ def _check_model_and_sae(m: Manifest) -> None:
         _expect(isinstance(value, str) and value != "", f"model.{key}", "a non-empty string", value)
     for key in ("width", "embed_dim"):
         value = getattr(m.model, key)
-        _expect(_is_int(value) and value >= 1, f"model.{key}", "an int >= 1", value)
+        _expect(is_int(value) and value >= 1, f"model.{key}", "an int >= 1", value)
     weights = m.model.weights_sha256
     _expect(weights is None or (isinstance(weights, str) and is_sha256(weights)),
             "model.weights_sha256", "null or 64 lowercase hex digits", weights)
     for key in ("d", "n", "k"):
         value = getattr(m.sae, key)
-        _expect(_is_int(value) and value >= 1, f"sae.{key}", "an int >= 1", value)
+        _expect(is_int(value) and value >= 1, f"sae.{key}", "an int >= 1", value)
     _expect(m.sae.k <= m.sae.n, "sae.k", f"<= sae.n = {m.sae.n}", m.sae.k)
     _expect(m.sae.d == m.model.width, "sae.d", f"model.width = {m.model.width}", m.sae.d)
     _expect(isinstance(m.sae.sha256, str) and is_sha256(m.sae.sha256), "sae.sha256",
@@ -485,7 +485,7 @@ def _check_io(m: Manifest) -> None:
     _expect(isinstance(value, (list, tuple)) and list(value) == shape, f"inputs.{name}",
             f"{shape} (preprocess.image_size = {s})".replace("None", "null"), value)
     if name == contract.IMAGE_RGB:
-        _expect(_is_int(m.inputs.max_side) and s <= m.inputs.max_side <= contract.MAX_SIDE,
+        _expect(is_int(m.inputs.max_side) and s <= m.inputs.max_side <= contract.MAX_SIDE,
                 "inputs.max_side", f"an int in [{s}, {contract.MAX_SIDE}]", m.inputs.max_side)
     else:
         _expect(m.inputs.max_side is None, "inputs.max_side", "absent (image_rgb graphs only)",
@@ -561,9 +561,6 @@ def _check_gate(m: Manifest) -> None:
     _check_recheck(m)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _check_recheck(m: Manifest) -> None:
     r = m.int8_recheck
@@ -580,4 +577,4 @@ def _check_recheck(m: Manifest) -> None:
         value = getattr(r, key)
         _expect(value is None or (is_finite_number(value) and 0 <= value <= 1),
                 f"int8_recheck.{key}", "null or a number in [0, 1]", value)
-    _expect(_is_int(r.images) and r.images >= 0, "int8_recheck.images", "an int >= 0", r.images)
+    _expect(is_int(r.images) and r.images >= 0, "int8_recheck.images", "an int >= 0", r.images)

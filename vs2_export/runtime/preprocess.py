@@ -73,7 +73,7 @@ class PreprocessSpec:
             if not (isinstance(values, (list, tuple)) and all(is_finite_number(v) for v in values)):
                 raise ValueError(f"{key}: expected 3 finite numbers, got {_shown(values)}")
             object.__setattr__(self, key, tuple(float(v) for v in values))
-        if not (isinstance(self.image_size, int) and 1 <= self.image_size <= 4096):
+        if not (is_int(self.image_size) and 1 <= self.image_size <= 4096):
             raise ValueError(f"image_size: expected an int in [1, 4096], got {self.image_size!r}")
         if len(self.mean) != 3 or not all(0.0 <= m <= 1.0 for m in self.mean):
             raise ValueError(f"mean: expected 3 values in [0, 1], got {self.mean!r}")
@@ -84,7 +84,7 @@ class PreprocessSpec:
             raise ValueError(f"interpolation: expected bicubic or bilinear, got {self.interpolation!r}")
         if self.resize_mode not in ("shortest", "longest", "squash"):
             raise ValueError(f"resize_mode: expected shortest, longest or squash, got {self.resize_mode!r}")
-        if not (isinstance(self.fill_color, int) and 0 <= self.fill_color <= 255):
+        if not (is_int(self.fill_color) and 0 <= self.fill_color <= 255):
             raise ValueError(f"fill_color: expected an int in [0, 255], got {self.fill_color!r}")
 
     def to_dict(self) -> dict:
@@ -94,6 +94,11 @@ class PreprocessSpec:
     def from_dict(cls, data: dict) -> PreprocessSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+def is_int(value: object) -> bool:
+    """An int that is not a bool (JSON true would otherwise read as image_size 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_finite_number(value: object) -> bool:

@@ -30,6 +30,7 @@ from .preprocess import (
     PreprocessSpec,
     _keep_ratio_size,
     _shortest_edge_size,
+    is_int,
     load_image,
     preprocess_image,
     preprocess_paths,
@@ -172,7 +173,7 @@ class Vs2Session:
                  **overrides: float | None) -> list[list[tuple[str, float]]]:
         """Paths or PIL images -> per image the top_k (class, probability), most likely first."""
         self._require_classes()
-        if not (_is_int(top_k) and top_k >= 1):  # checked before any image is decoded
+        if not (is_int(top_k) and top_k >= 1):  # checked before any image is decoded
             raise InputError(f"top_k: expected an int >= 1, got {top_k!r}")
         return self.top_k(self._run_images(images, batch_size, overrides)[contract.LOGITS], top_k)
 
@@ -213,7 +214,7 @@ class Vs2Session:
         """logits [B, C] -> per row the k (class, softmax probability) pairs, most likely first;
         class names are the current ones (set_classes), the columns run() gave."""
         classes = self._require_classes()
-        if not (_is_int(k) and k >= 1):
+        if not (is_int(k) and k >= 1):
             raise InputError(f"top_k: expected an int >= 1, got {k!r}")
         shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)  # stable softmax
         probs = np.exp(shifted)
@@ -404,12 +405,9 @@ def _check_finite(outputs: dict[str, np.ndarray], path: Path) -> None:
 
 
 def _check_batch_size(batch_size: object) -> None:
-    if not (_is_int(batch_size) and batch_size >= 1):
+    if not (is_int(batch_size) and batch_size >= 1):
         raise InputError(f"batch_size: expected an int >= 1, got {batch_size!r}")
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # ---- loading: path, session, provider, manifest, graph
