@@ -17,6 +17,7 @@ test('pyFormat fills {} like Python str.format', () => {
   assert.equal(pyFormat('a photo of a {}.', 'cat'), 'a photo of a cat.');
   assert.equal(pyFormat('{{literal}} {}', 'x'), '{literal} x');
   assert.equal(pyFormat('{}', '$& $1'), '$& $1');  // no replacement-pattern surprises
+  assert.equal(pyFormat('a {:} b', 'x'), 'a x b');  // '{:}' is '{}' to str.format
 });
 
 test('rankClasses: softmax, most likely first, ties in class order', () => {
@@ -112,11 +113,13 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
   const ort = await import('onnxruntime-node');
   const model = await loadModel(ort, EXPORT);
   const { Vs2Model } = await import('../../vs2_export/web/static/vs2.js');
-  // Without manifest.text the context length comes from text.onnx's input_ids shape.
-  const bare = new Vs2Model(ort, EXPORT, { ...model.manifest, text: undefined }, model.session,
+  // An export without a text graph in its manifest refuses run-time class names (Python's rule).
+  const bare = new Vs2Model(ort, EXPORT, { ...model.manifest, text: null }, model.session,
     model.defaultClassEmbeddings, {}, 0);
-  const declared = model.manifest.text?.context_length;
-  if (declared) assert.equal((await bare.loadText()).tokenizer.contextLength, declared);
+  await assert.rejects(bare.setClasses(['cat']), /no text graph/);
+  if (model.manifest.text) {
+    assert.equal((await model.loadText()).tokenizer.contextLength, model.manifest.text.context_length);
+  }
   const image = { data: new Uint8Array(model.imageSize * model.imageSize * 3).fill(90),
     width: model.imageSize, height: model.imageSize };
   await assert.rejects(model.run(image, { steer_lambda: Number.NaN }), Vs2Error);
@@ -131,5 +134,10 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
   if (model.classEmbeddings) {
     await assert.rejects(model.run(image, { class_embeddings: new Float32Array(model.embedDim + 1) }), Vs2Error);
     await assert.rejects(model.setClasses([]), Vs2Error);
+    await assert.rejects(model.setClasses(['cat', 'cat']), /unique names/);
+    await assert.rejects(model.setClasses(['cat'], ['a {0}']), /templates\[0\]/);
+    // NaN class embeddings make NaN logits: refused like the Python runtime's, not ranked.
+    const nan = new Float32Array(model.classEmbeddings.length).fill(Number.NaN);
+    await assert.rejects(model.run(image, { class_embeddings: nan }), /NaN\/inf in output logits \(rows 0\)/);
   }
 });

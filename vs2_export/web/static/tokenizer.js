@@ -29,7 +29,7 @@ const PIECES = new RegExp(
   'giu');
 
 /** A local file path when running in Node and `source` names one (a path or a file: URL), else null. */
-async function nodePath(source) {
+export async function nodePath(source) {
   if (typeof source !== 'string' && !(source instanceof URL)) return null;
   const text = String(source);
   const isNode = typeof process !== 'undefined' && process.versions?.node;
@@ -47,6 +47,8 @@ export async function readBytes(source) {
   const path = await nodePath(source);
   if (path !== null) {
     const fs = await import('node:fs/promises');
+    // A FIFO or device would block or never end: only regular files (the Python runtime's rule).
+    if (!(await fs.stat(path)).isFile()) throw new Error(`${path}: expected a regular file`);
     return new Uint8Array(await fs.readFile(path));
   }
   const text = String(source);

@@ -18,52 +18,131 @@
 // embedding, base_embedding [B, E], logits [B, C], fvu [B], steered [B] bool,
 // latent_indices [B, k] int64, latent_values [B, k].
 
-import { DEFAULT_CONTEXT_LENGTH, VOCAB_FILE, graphSource, loadTokenizer, readBytes } from './tokenizer.js';
+import {
+  CLASS_EMBEDDINGS_FILE, INCOMPLETE_MARKER, OVERRIDABLE, PIXEL_INPUTS, TEXT_MODEL_FILE, Vs2Error, checkNames,
+  classEmbeddingsFrom, pyFormat, readManifest,
+} from './manifest.js';
+import { graphSource, loadTokenizer, nodePath, readBytes } from './tokenizer.js';
 
-export const OVERRIDABLE = ['steer_gamma', 'steer_lambda', 'gate_tau'];
-export const PIXEL_INPUTS = ['image_rgb', 'pixels_uint8', 'pixel_values'];
-export const CLASS_EMBEDDINGS_FILE = 'class_embeddings.f32';
+export { CLASS_EMBEDDINGS_FILE, OVERRIDABLE, PIXEL_INPUTS, Vs2Error, pyFormat };
 export const MAX_PIXELS = 89478485;  // Pillow's Image.MAX_IMAGE_PIXELS: bound before any resize
-
-/** A broken contract, file or argument; the message says what was expected and what came. */
-export class Vs2Error extends Error {
-  constructor(message) { super(message); this.name = 'Vs2Error'; }
-}
 
 function join(base, name) {
   return base === '' ? name : `${String(base).replace(/\/?$/, '/')}${name}`;
 }
 
-async function readJson(source) {
-  return JSON.parse(new TextDecoder().decode(await readBytes(source)));
-}
-
-/** Load an export folder (path in Node, URL in the browser): manifest.json, model.onnx,
- *  class_embeddings.f32 when the model has classes. text.onnx + vocab load on first use. */
+/** Load an export folder (path in Node, URL in the browser): model.onnx (or `model`, e.g.
+ *  'model.int8.onnx') and class_embeddings.f32 when the model has classes; text.onnx + vocab
+ *  load on first use. What the runtime trusts is the manifest inside the graph (manifest.js), so
+ *  an edited manifest.json changes nothing; a class_embeddings.f32 that differs from the one the
+ *  graph's manifest names (size, SHA-256) is refused, as is a folder an export is still writing
+ *  or was interrupted in (Node; `vs2 web` refuses to build a site from one). */
 export async function loadModel(ort, base, { sessionOptions = {}, model = 'model.onnx' } = {}) {
-  const manifest = await readJson(join(base, 'manifest.json'));
+  await checkComplete(base);
+  const where = join(base, model);
+  const graph = await readFile(where, graphSource);
+  const manifest = await readManifest(graph, where);
   const t0 = now();
-  const session = await ort.InferenceSession.create(await graphSource(join(base, model)), sessionOptions);
+  const session = await createSession(ort, graph, sessionOptions, where);
   const loadMs = now() - t0;
+  checkGraph(session, manifest, where);
   let classEmbeddings = null;
-  if (manifest.classes) {
-    const bytes = await readBytes(join(base, CLASS_EMBEDDINGS_FILE));
-    classEmbeddings = floats(bytes, manifest.classes.length, manifest.model.embed_dim);
+  if (manifest.class_embeddings) {
+    const file = join(base, CLASS_EMBEDDINGS_FILE);
+    classEmbeddings = await classEmbeddingsFrom(await readFile(file), manifest, file);
   }
   return new Vs2Model(ort, base, manifest, session, classEmbeddings, sessionOptions, loadMs);
 }
 
+/** readBytes (or graphSource), with a failure (missing file, FIFO, HTTP error) as a Vs2Error
+ *  naming the file. */
+async function readFile(source, read = readBytes) {
+  try {
+    return await read(source);
+  } catch (err) {
+    throw new Vs2Error(`${source}: cannot read it (${String(err?.message ?? err).split('\n')[0]})`);
+  }
+}
+
 function now() { return typeof performance !== 'undefined' ? performance.now() : Date.now(); }
 
-function floats(bytes, rows, cols) {
-  if (bytes.byteLength !== rows * cols * 4) {
-    throw new Vs2Error(`${CLASS_EMBEDDINGS_FILE}: expected ${rows} x ${cols} float32 `
-      + `(${rows * cols * 4} bytes), got ${bytes.byteLength} bytes`);
+/** Node: a folder holding the exporter's marker is refused (the Python runtime's rule, except that
+ *  no JS process is the exporter). A URL is not checked: a 404 for every load would be noise. */
+async function checkComplete(base) {
+  const folder = await nodePath(base === '' ? '.' : base);
+  if (folder === null) return;
+  const fs = await import('node:fs/promises');
+  try {
+    await fs.lstat(join(folder, INCOMPLETE_MARKER));
+  } catch {
+    return;
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);  // little-endian
-  return out;
+  throw new Vs2Error(`${base}: an export into this folder did not finish (interrupted, or still running); `
+    + 'run `vs2 export ... --force` again');
+}
+
+async function createSession(ort, graph, sessionOptions, where) {
+  try {
+    return await ort.InferenceSession.create(graph, sessionOptions);
+  } catch (err) {
+    throw new Vs2Error(`${where}: ONNX Runtime cannot load this graph: ${String(err?.message ?? err).split('\n')[0]}`);
+  }
+}
+
+/** The graph's inputs and outputs must be what its manifest says (Python: session._check_graph). */
+function checkGraph(session, manifest, where) {
+  const e = manifest.model.embed_dim;
+  const s = manifest.preprocess.image_size;
+  const pixels = { pixel_values: ['float32', [null, 3, s, s]], pixels_uint8: ['uint8', [null, s, s, 3]],
+    image_rgb: ['uint8', [null, null, 3]] };
+  const specs = { [manifest.pixel_input]: pixels[manifest.pixel_input] };
+  for (const name of OVERRIDABLE) specs[name] = ['float32', []];
+  if (manifest.class_embeddings) specs.class_embeddings = ['float32', [null, e]];
+  const same = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
+  if (!same(session.outputNames, manifest.outputs)) {
+    throw new Vs2Error(`${where}: graph outputs ${session.outputNames} do not match manifest outputs ${manifest.outputs}`);
+  }
+  if (!same(session.inputNames, Object.keys(specs))) {
+    throw new Vs2Error(`${where}: expected graph inputs ${Object.keys(specs)}, got ${session.inputNames}`);
+  }
+  for (const meta of session.inputMetadata ?? []) {  // onnxruntime-common >= 1.22
+    const [type, dims] = specs[meta.name];
+    const shape = meta.shape ?? [];
+    const fits = shape.length === dims.length && dims.every((d, i) => d === null || shape[i] === d);
+    if (meta.type !== type || !fits) {
+      const shown = dims.map((d) => (d === null ? '?' : d)).join(', ');
+      throw new Vs2Error(`${where}: expected input ${meta.name} ${type} [${shown}], got ${meta.type} [${shape}]`);
+    }
+  }
+  const columns = { embedding: e, base_embedding: e, latent_indices: manifest.sae.k, latent_values: manifest.sae.k };
+  for (const meta of session.outputMetadata ?? []) {
+    const want = columns[meta.name];
+    const cols = meta.shape?.length === 2 ? meta.shape[1] : null;
+    if (want !== undefined && typeof cols === 'number' && cols !== want) {
+      throw new Vs2Error(`${where}: output ${meta.name}: expected ${want} columns (from the manifest), got ${cols} in the graph`);
+    }
+  }
+}
+
+/** Finite inputs give finite outputs from a sound graph: NaN or inf means a damaged weight (or
+ *  pixels far outside the preprocessed range), and a NaN top-1 still reads as a class name. */
+function checkFinite(outputs, where) {
+  for (const [name, t] of Object.entries(outputs)) {
+    if (t.type !== 'float32' && t.type !== 'float64') continue;
+    const rows = t.dims[0] ?? 1;
+    const width = rows ? t.data.length / rows : 0;
+    const bad = [];
+    for (let r = 0; r < rows; r++) {
+      for (let i = r * width; i < (r + 1) * width; i++) {
+        if (!Number.isFinite(t.data[i])) { bad.push(r); break; }
+      }
+    }
+    if (bad.length) {
+      throw new Vs2Error(`${where}: the graph produced NaN/inf in output ${name} (rows ${bad.slice(0, 5).join(', ')}`
+        + `${bad.length > 5 ? ', ...' : ''}) from finite inputs: a damaged or tampered weight, or pixels far `
+        + 'outside the preprocessed range (fp16 overflows at 65504)');
+    }
+  }
 }
 
 export class Vs2Model {
@@ -74,16 +153,15 @@ export class Vs2Model {
     this.session = session;
     this.sessionOptions = sessionOptions;
     this.loadMs = loadMs;
-    this.pixelInput = pixelInputOf(manifest, session.inputNames);
+    this.pixelInput = manifest.pixel_input;
     this.imageSize = manifest.preprocess.image_size;
     this.embedDim = manifest.model.embed_dim;
-    this.defaults = { ...(manifest.inputs?.overridable ?? {}) };
+    this.defaults = { ...manifest.inputs.overridable };
     this.defaultClasses = manifest.classes ? [...manifest.classes] : null;
     this.defaultClassEmbeddings = classEmbeddings;
     this.classes = this.defaultClasses;
     this.classEmbeddings = classEmbeddings;
     this.text = null;
-    checkInputs(this, session.inputNames);
   }
 
   /** Run the graph. image: see pixelFeed(); overrides: { steer_gamma, steer_lambda, gate_tau,
@@ -107,6 +185,7 @@ export class Vs2Model {
       feeds.class_embeddings = new this.ort.Tensor('float32', matrix, [matrix.length / this.embedDim, this.embedDim]);
     }
     const outputs = await this.session.run(feeds);
+    checkFinite(outputs, join(this.base, 'model'));
     return Object.fromEntries(Object.entries(outputs).map(([name, t]) => [name, { data: t.data, dims: t.dims, type: t.type }]));
   }
 
@@ -119,7 +198,7 @@ export class Vs2Model {
       top: outputs.logits ? rankClasses(outputs.logits, this.classes, topK)[0] : null,
       steered: Boolean(outputs.steered.data[0]),
       fvu: outputs.fvu.data[0],
-      gate: this.manifest.steering?.gate ?? 'fvu',
+      gate: this.manifest.steering.gate ?? 'fvu',
       gateScore: (outputs.gate_score ?? outputs.fvu).data[0],
       tau: overrides.gate_tau ?? this.defaults.gate_tau,
       latents: latents(outputs)[0],
@@ -164,10 +243,7 @@ export class Vs2Model {
   /** Class names (+ templates, default the manifest's) -> class embeddings used by later runs:
    *  per class the mean of the normalised prompt embeddings, renormalised. */
   async setClasses(names, templates = this.manifest.templates) {
-    if (!names.length || names.some((n) => typeof n !== 'string' || !n.trim())) {
-      throw new Vs2Error('classes: expected a non-empty list of non-empty names');
-    }
-    if (!templates?.length) throw new Vs2Error('templates: expected at least one template with {}');
+    checkNames(names, templates);
     const prompts = names.flatMap((name) => templates.map((t) => pyFormat(t, name)));
     const emb = await this.embedTexts(prompts);
     this.classEmbeddings = classMeans(emb, names.length, templates.length, this.embedDim);
@@ -180,48 +256,33 @@ export class Vs2Model {
     this.classEmbeddings = this.defaultClassEmbeddings;
   }
 
+  /** text.onnx (input_ids int64 [N, context_length] -> text_embedding) and its tokenizer, as
+   *  the graph's manifest names them (Python: classes.TextEncoder). */
   async loadText() {
     if (this.text) return this.text;
-    const spec = this.manifest.text ?? {};
-    const session = await this.ort.InferenceSession.create(
-      await graphSource(join(this.base, spec.model ?? 'text.onnx')), this.sessionOptions);
-    const input = session.inputNames.includes('input_ids') ? 'input_ids' : session.inputNames[0];
-    const output = session.outputNames.includes('text_embedding') ? 'text_embedding' : session.outputNames[0];
-    const declared = session.inputMetadata?.find?.((m) => m.name === input)?.shape?.[1];
-    const contextLength = spec.context_length ?? (Number.isInteger(declared) ? declared : DEFAULT_CONTEXT_LENGTH);
-    const tokenizer = await loadTokenizer(join(this.base, spec.vocab ?? VOCAB_FILE),
-      { contextLength, clean: spec.clean ?? 'lower' });
+    const spec = this.manifest.text;
+    if (!spec) {
+      throw new Vs2Error(`${this.base}: this export has no text graph (${TEXT_MODEL_FILE}); re-export with `
+        + 'classes to name classes at run time');
+    }
+    const where = join(this.base, spec.model);
+    const session = await createSession(this.ort, await readFile(where, graphSource), this.sessionOptions, where);
+    const input = 'input_ids';
+    const output = 'text_embedding';
+    if (String(session.inputNames) !== input || String(session.outputNames) !== output) {
+      throw new Vs2Error(`${where}: expected ${input} -> ${output}, got ${session.inputNames} -> ${session.outputNames}`);
+    }
+    const vocab = join(this.base, spec.vocab);
+    let tokenizer;
+    try {
+      tokenizer = await loadTokenizer(await readFile(vocab), { contextLength: spec.context_length, clean: spec.clean });
+    } catch (err) {
+      if (err instanceof Vs2Error) throw err;
+      throw new Vs2Error(`${vocab}: expected open_clip's BPE vocabulary (gzipped text), got a damaged file (${err.message})`);
+    }
     this.text = { session, tokenizer, input, output };
     return this.text;
   }
-}
-
-function pixelInputOf(manifest, inputNames) {
-  const named = manifest.pixel_input ?? PIXEL_INPUTS.find((k) => manifest.inputs && k in manifest.inputs);
-  const present = PIXEL_INPUTS.filter((k) => inputNames.includes(k));
-  if (present.length !== 1 || (named && named !== present[0])) {
-    throw new Vs2Error(`model: expected exactly one pixel input among ${PIXEL_INPUTS.join(', ')} `
-      + `matching manifest.pixel_input (${named}), graph has ${inputNames.join(', ')}`);
-  }
-  return present[0];
-}
-
-function checkInputs(model, inputNames) {
-  for (const name of inputNames) {
-    if (name === model.pixelInput || name === 'class_embeddings') continue;
-    if (!OVERRIDABLE.includes(name)) throw new Vs2Error(`model: unknown graph input ${name}`);
-    if (typeof model.defaults[name] !== 'number') {
-      throw new Vs2Error(`manifest: inputs.overridable has no default for graph input ${name}`);
-    }
-  }
-  if (inputNames.includes('class_embeddings') && !model.classEmbeddings) {
-    throw new Vs2Error(`model: takes class_embeddings but the manifest has no classes`);
-  }
-}
-
-/** Python str.format with one positional '{}' ('{{' and '}}' are literal braces). */
-export function pyFormat(template, value) {
-  return template.replace(/\{\{|\}\}|\{\}/g, (m) => (m === '{}' ? value : m[0]));
 }
 
 /** [C*T, E] normalised prompt embeddings -> [C, E]: mean over templates, renormalised. */
