@@ -442,3 +442,18 @@ def test_browser_example(tmp_path, toy_images):
     ref = Reference(folder).run(site / "example.jpg")
     top = int(np.argmax(ref["logits"][0]))
     assert example["top"][0]["label"] == _manifest(folder)["classes"][top]
+
+
+def test_browser_refuses_what_python_refuses(tmp_path):
+    """The page's load path (fetched bytes, Web Crypto) keeps the contract too: a class matrix
+    changed after the site was built is refused by name; an edited manifest.json changes nothing."""
+    _skip(_missing_browser())
+    site = _site(toy_export.build(tmp_path / "toy"), tmp_path)
+    served = site / "model" / "manifest.json"
+    served.write_text(json.dumps({**json.loads(served.read_text()), "classes": list("abcde")}))
+    loaded = _browser(site, tmp_path / "ok.json")
+    assert loaded.get("error") is None, loaded
+    matrix = site / "model" / contract.CLASS_EMBEDDINGS_FILE
+    matrix.write_bytes(bytes([matrix.read_bytes()[0] ^ 1]) + matrix.read_bytes()[1:])
+    refused = _browser(site, tmp_path / "refused.json")
+    assert "SHA-256" in (refused.get("error") or ""), refused

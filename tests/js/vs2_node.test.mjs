@@ -141,3 +141,12 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
     await assert.rejects(model.run(image, { class_embeddings: nan }), /NaN\/inf in output logits \(rows 0\)/);
   }
 });
+
+test('sha256Js (pages without Web Crypto) equals node:crypto', async () => {
+  const { sha256Js } = await import('../../vs2_export/web/static/manifest.js');
+  const { createHash, randomBytes } = await import('node:crypto');
+  for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 65537]) {
+    const bytes = new Uint8Array(randomBytes(n));
+    assert.equal(Buffer.from(sha256Js(bytes)).toString('hex'), createHash('sha256').update(bytes).digest('hex'), `${n} bytes`);
+  }
+});
