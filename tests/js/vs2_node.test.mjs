@@ -123,6 +123,9 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
   const image = { data: new Uint8Array(model.imageSize * model.imageSize * 3).fill(90),
     width: model.imageSize, height: model.imageSize };
   await assert.rejects(model.run(image, { steer_lambda: Number.NaN }), Vs2Error);
+  await assert.rejects(model.run(image, { steer_lambda: 1e39 }), /finite in float32/);  // inf in float32
+  await assert.rejects(model.run(image, { steer_lamda: 0 }), /overrides: .* got steer_lamda/);  // misspelt
+  await assert.rejects(model.classify(image, { topK: 3, gate_ta: 1 }), /got gate_ta/);
   await assert.rejects(model.run({ data: new Uint8Array(5), width: 2, height: 2 }), Vs2Error);
   const limit = model.manifest.inputs.max_side;
   if (model.pixelInput === 'image_rgb') {  // refused before the graph allocates for the resize

@@ -20,7 +20,7 @@
 
 import {
   CLASS_EMBEDDINGS_FILE, INCOMPLETE_MARKER, OVERRIDABLE, PIXEL_INPUTS, TEXT_MODEL_FILE, Vs2Error, checkNames,
-  classEmbeddingsFrom, pyFormat, readManifest,
+  classEmbeddingsFrom, isFinite32, pyFormat, readManifest,
 } from './manifest.js';
 import { graphSource, loadTokenizer, nodePath, readBytes } from './tokenizer.js';
 
@@ -167,16 +167,19 @@ export class Vs2Model {
   /** Run the graph. image: see pixelFeed(); overrides: { steer_gamma, steer_lambda, gate_tau,
    *  class_embeddings: Float32Array [C * E] }. Returns { name: { data, dims, type } }. */
   async run(image, overrides = {}) {
+    // A misspelt override (steer_lamda) would silently run the defaults: refused, as in Python.
+    const known = [...OVERRIDABLE, 'class_embeddings'];
+    const unknown = Object.keys(overrides).filter((k) => !known.includes(k));
+    if (unknown.length) throw new Vs2Error(`overrides: expected some of ${known.join(', ')}, got ${unknown.join(', ')}`);
     const feeds = { [this.pixelInput]: this.pixelFeed(image) };
     for (const name of OVERRIDABLE) {
-      if (!this.session.inputNames.includes(name)) continue;
       const value = overrides[name] ?? this.defaults[name];
-      if (typeof value !== 'number' || !Number.isFinite(value)) {
-        throw new Vs2Error(`${name}: expected a finite number, got ${value}`);
+      if (!isFinite32(value)) {  // the graph's dtype: 1e39 would run as inf
+        throw new Vs2Error(`${name}: expected a number finite in float32 (|x| < 3.4e38), got ${value}`);
       }
       feeds[name] = new this.ort.Tensor('float32', Float32Array.of(value), []);
     }
-    if (this.session.inputNames.includes('class_embeddings')) {
+    if (this.manifest.class_embeddings) {
       const matrix = overrides.class_embeddings ?? this.classEmbeddings;
       if (!(matrix instanceof Float32Array) || matrix.length % this.embedDim !== 0 || !matrix.length) {
         throw new Vs2Error(`class_embeddings: expected a Float32Array [C * ${this.embedDim}], got `
