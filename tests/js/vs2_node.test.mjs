@@ -127,6 +127,20 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
   await assert.rejects(model.run(image, { steer_lamda: 0 }), /overrides: .* got steer_lamda/);  // misspelt
   await assert.rejects(model.classify(image, { topK: 3, gate_ta: 1 }), /got gate_ta/);
   await assert.rejects(model.run({ data: new Uint8Array(5), width: 2, height: 2 }), Vs2Error);
+  // Ready tensors: wrong dims, a length that does not match them, NaN pixels.
+  const s = model.imageSize;
+  const ready = {
+    image_rgb: [new Uint8Array(s * s * 3).fill(90), [s, s, 3], [s, s, 4]],  // not 0: the toy's h would be 0
+    pixels_uint8: [new Uint8Array(s * s * 3).fill(90), [1, s, s, 3], [1, s, s, 4]],
+    pixel_values: [new Float32Array(3 * s * s).fill(0.5), [1, 3, s, s], [1, 3, s, s + 1]],
+  }[model.pixelInput];
+  const [data, dims, wrong] = ready;
+  await model.run({ [model.pixelInput]: data, dims });
+  await assert.rejects(model.run({ [model.pixelInput]: data, dims: wrong }), /expected .* with its dims/);
+  await assert.rejects(model.run({ [model.pixelInput]: data.subarray(1), dims }), /with its dims/);
+  if (model.pixelInput === 'pixel_values') {
+    await assert.rejects(model.run({ pixel_values: data.slice().fill(Number.NaN), dims }), /finite values/);
+  }
   const limit = model.manifest.inputs.max_side;
   if (model.pixelInput === 'image_rgb') {  // refused before the graph allocates for the resize
     await assert.rejects(model.run({ data: new Uint8Array((limit + 1) * 3), width: limit + 1, height: 1 }),

@@ -215,10 +215,7 @@ export class Vs2Model {
    *  { pixels_uint8: Uint8Array, dims } / { pixel_values: Float32Array, dims }. */
   pixelFeed(image) {
     const name = this.pixelInput;
-    if (image?.[name]) {
-      if (!Array.isArray(image.dims)) throw new Vs2Error(`image.${name}: expected dims with the batch`);
-      return new this.ort.Tensor(name === 'pixel_values' ? 'float32' : 'uint8', image[name], image.dims);
-    }
+    if (image?.[name]) return this.batchFeed(name, image[name], image.dims);
     const rgb = toRgb(image);
     if (name === 'image_rgb') {
       checkSides(rgb, this.manifest);
@@ -228,6 +225,27 @@ export class Vs2Model {
     const cropped = resizeCropExact(rgb, this.manifest.preprocess);
     if (name === 'pixels_uint8') return new this.ort.Tensor('uint8', cropped, [1, s, s, 3]);
     return new this.ort.Tensor('float32', normalise(cropped, this.manifest.preprocess), [1, 3, s, s]);
+  }
+
+  /** A ready tensor -> the ort.Tensor, by the rules of the Python runtime's _check_pixels /
+   *  _check_uint8 / _check_rgb: ORT would otherwise fail with an obscure message, or run NaN. */
+  batchFeed(name, data, dims) {
+    const s = this.imageSize;
+    const float = name === 'pixel_values';
+    const want = { pixel_values: `float32 [B, 3, ${s}, ${s}]`, pixels_uint8: `uint8 [B, ${s}, ${s}, 3]`,
+      image_rgb: 'uint8 [H, W, 3]' }[name];
+    const pattern = { pixel_values: [null, 3, s, s], pixels_uint8: [null, s, s, 3], image_rgb: [null, null, 3] }[name];
+    const typed = float ? data instanceof Float32Array : data instanceof Uint8Array || data instanceof Uint8ClampedArray;
+    const fits = Array.isArray(dims) && dims.length === pattern.length
+      && dims.every((d, i) => Number.isSafeInteger(d) && d >= 1 && (pattern[i] === null || d === pattern[i]));
+    if (!typed || !fits || data.length !== dims.reduce((a, b) => a * b, 1)) {
+      throw new Vs2Error(`image.${name}: expected ${want} with its dims, got ${data?.constructor?.name} of length `
+        + `${data?.length} with dims ${JSON.stringify(dims)}`);
+    }
+    if (float && !data.every(Number.isFinite)) throw new Vs2Error(`image.${name}: expected finite values, got NaN or inf`);
+    if (name === 'image_rgb') checkSides({ width: dims[1], height: dims[0] }, this.manifest);
+    const bytes = float ? data : new Uint8Array(data.buffer, data.byteOffset, data.length);
+    return new this.ort.Tensor(float ? 'float32' : 'uint8', bytes, dims);
   }
 
   /** texts -> Float32Array [N * E], L2-normalised (text.onnx; tokenizer from the export). */
