@@ -167,3 +167,28 @@ test('sha256Js (pages without Web Crypto) equals node:crypto', async () => {
     assert.equal(Buffer.from(sha256Js(bytes)).toString('hex'), createHash('sha256').update(bytes).digest('hex'), `${n} bytes`);
   }
 });
+
+test('decodePng stops inflating when the image is full (an 8 GiB IDAT bomb in 8 MB)', async () => {
+  const zlib = await import('node:zlib');
+  // A raw deflate segment of 64 MiB of zeros ending on a sync flush can be repeated: 128 of them,
+  // a final empty block and the Adler-32 of 8 GiB of zeros (a = 1, b = n mod 65521) make a
+  // valid zlib stream that inflates to 8 GiB, for a 4 x 4 RGB image that needs 52 bytes.
+  const segment = zlib.deflateRawSync(Buffer.alloc(64 << 20), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  const adler = Buffer.alloc(4);
+  adler.writeUInt32BE(((128 * 2 ** 26) % 65521) * 65536 + 1);
+  const idat = Buffer.concat([Buffer.from([0x78, 0x9c]), ...Array(128).fill(segment), Buffer.from([3, 0]), adler]);
+  const chunk = (type, body) => {
+    const out = Buffer.alloc(12 + body.length);
+    out.writeUInt32BE(body.length, 0);
+    out.write(type, 4, 'latin1');
+    body.copy(out, 8);
+    return out;
+  };
+  const ihdr = Buffer.from([0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0, 0, 0]);
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]);
+  const image = await decodePng(new Uint8Array(png));
+  assert.deepEqual([image.width, image.height, image.data.length], [4, 4, 48]);
+  assert.ok(image.data.every((b) => b === 0));
+  await assert.rejects(decodePng(new Uint8Array(png.subarray(0, 44))), /png: (damaged|truncated) image data/);
+});

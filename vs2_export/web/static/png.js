@@ -6,9 +6,26 @@
 const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 
-async function inflate(bytes) {
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+/** zlib bytes -> the first `need` inflated bytes (or fewer, if the data ends first). Reading
+ *  stops there, as Pillow's decoder stops when the image is full: a few KB of IDAT can inflate
+ *  to gigabytes (a decompression bomb), and the pixel limit alone would not stop that. */
+async function inflate(bytes, need) {
+  const reader = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate')).getReader();
+  const chunks = [];
+  let total = 0;
+  try {
+    while (total < need) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      total += value.length;
+    }
+  } catch (err) {
+    throw new Error(`png: damaged image data (${err.message})`);
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return concat(chunks).subarray(0, need);
 }
 
 /** PNG file bytes -> { width, height, data: Uint8Array RGB [H * W * 3] }. */
@@ -44,8 +61,8 @@ export async function decodePng(bytes, { maxPixels = 89478485 } = {}) {
   }
   if (width * height > maxPixels) throw new Error(`png: ${width}x${height} is over ${maxPixels} pixels`);
   if (colorType === 3 && !palette) throw new Error('png: palette image without PLTE');
-  const raw = await inflate(concat(idat));
   const stride = width * channels;
+  const raw = await inflate(concat(idat), height * (stride + 1));
   if (raw.length < height * (stride + 1)) throw new Error('png: truncated image data');
   const pixels = unfilter(raw, width, height, channels);
   return { width, height, data: toRgb(pixels, width * height, colorType, palette) };
