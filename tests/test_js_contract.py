@@ -14,6 +14,7 @@ Needs node and node_modules (onnxruntime-node), like tests/test_js_bindings.py.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import math
 import os
@@ -250,6 +251,8 @@ TAMPERINGS = {
         f, contract.TEXT_EMBEDDING, contract.TEXT_MODEL_FILE)),
     "text.onnx missing": ("classes", lambda f: (f / contract.TEXT_MODEL_FILE).unlink()),
     "vocab damaged": ("classes", lambda f: (f / contract.VOCAB_FILE).write_bytes(b"\x1f\x8b\x08garbage")),
+    "vocab a gzip bomb": ("classes", lambda f: (f / contract.VOCAB_FILE).write_bytes(
+        gzip.compress(b"\0" * (256 << 20), compresslevel=1))),
 }
 
 

@@ -64,16 +64,35 @@ export async function graphSource(source) {
   return (await nodePath(source)) ?? readBytes(source);
 }
 
-/** gunzip when the bytes start with the gzip magic (a server may have decoded it already). */
-export async function maybeGunzip(bytes) {
+export const MAX_VOCAB_BYTES = 8 << 20;
+/** The vocab file, and its text once decompressed, at most (runtime/tokenizer.py's limit; open_clip's
+ *  is 1.4 MB gzipped, 3.2 MB of text): a gzip bomb is refused after inflating this much. */
+
+/** gunzip when the bytes start with the gzip magic (a server may have decoded it already),
+ *  reading at most `limit` bytes of output. */
+export async function maybeGunzip(bytes, limit = MAX_VOCAB_BYTES) {
   if (bytes.length < 2 || bytes[0] !== 0x1f || bytes[1] !== 0x8b) return bytes;
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const reader = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip')).getReader();
+  const chunks = [];
+  let total = 0;
+  try {
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      total += read.value.length;
+      if (total > limit) throw new RangeError(`it inflates to over ${limit} bytes`);
+      chunks.push(read.value);
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const out = new Uint8Array(total);
+  chunks.reduce((offset, c) => { out.set(c, offset); return offset + c.length; }, 0);
+  return out;
 }
 
 /** Load the tokenizer from the vocab file (gzipped or not): bytes, URL or (Node) path. */
 export async function loadTokenizer(source, { contextLength = DEFAULT_CONTEXT_LENGTH, clean = 'lower' } = {}) {
   const bytes = await maybeGunzip(await readBytes(source));
+  if (bytes.length > MAX_VOCAB_BYTES) throw new RangeError(`vocab: over ${MAX_VOCAB_BYTES} bytes`);
   return new ClipTokenizer(new TextDecoder('utf-8', { fatal: true }).decode(bytes), { contextLength, clean });
 }
 
