@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from vs2_export import cli
 from vs2_export.config import QuickstartConfig, TrainConfig
 from vs2_export.errors import Vs2Error
-from vs2_export.quickstart import run_quickstart
 from vs2_export.store import ActivationStore, store_array
 from vs2_export.train import train_sae
 from vs2_export.train.checkpoint import save_checkpoint
@@ -151,11 +150,28 @@ def test_an_overflowing_store_is_one_error_without_a_warning(tmp_path):
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
+QUICKSTART_HIGHS = {"n_unlabeled": 100_000, "n_val_per_class": 10_000, "epochs": 10_000, "expansion": 256,
+                    "k": 1 << 14, "batch_size": 1 << 20, "seed": 2**32 - 2}
+
+
+@pytest.mark.parametrize("option, high", QUICKSTART_HIGHS.items())
+def test_quickstart_config_owns_its_bounds(option, high):
+    """The config refuses a count outside its bounds itself, whoever builds it (not only
+    run_quickstart), naming the field, the bounds and the value; the bounds themselves pass."""
+    low = 0 if option == "seed" else 1
+    for bad in (low - 1, high + 1, 10**10, 2.0, True):
+        with pytest.raises(Vs2Error, match=rf"^{option}: expected an int in \[{low}, {high}\], got {bad!r}$"):
+            QuickstartConfig(**{option: bad})
+    for good in (low, high):
+        assert getattr(QuickstartConfig(**{option: good}), option) == good
+
+
 @pytest.mark.parametrize("option, value", [("n_unlabeled", 10**10), ("n_val_per_class", 10**7),
-                                           ("epochs", 10**6), ("seed", -1)])
+                                           ("epochs", 10**6), ("epochs", 0)])
 def test_quickstart_counts_are_bounded_before_anything_is_written(tmp_path, option, value):
-    with pytest.raises(Vs2Error, match=f"{option}: expected an int in"):
-        run_quickstart(QuickstartConfig(workdir=tmp_path / "work", **{option: value}))
+    code, err = invoke("quickstart", "--workdir", tmp_path / "work", f"--{option.replace('_', '-')}", value)
+    assert code == 2 and error_lines(err) == [
+        f"vs2: error: {option}: expected an int in [1, {QUICKSTART_HIGHS[option]}], got {value}"], err[-1500:]
     assert not (tmp_path / "work").exists()
 
 

@@ -43,6 +43,17 @@ def _count(obj: object, name: str, low: int, high: int) -> None:
            f"{name}: expected an int in [{low}, {high}], got {value!r}")
 
 
+def _counts(obj: object, highs: dict[str, int]) -> None:
+    """_count for each field named in `highs`, from 1, or from 0 for the seed (0 is a seed)."""
+    for name, high in highs.items():
+        _count(obj, name, 0 if name == "seed" else 1, high)
+
+
+SAE_SHAPE_HIGHS = {"expansion": 256, "k": 1 << 14, "batch_size": 1 << 20}
+"""Upper bounds of the SAE options that TrainConfig and QuickstartConfig both take: one home, so
+that quickstart refuses up front exactly what train would refuse after minutes of work."""
+
+
 def _paths(obj: object) -> None:
     """Coerce every field annotated as a Path (str given on the CLI or in JSON) to Path."""
     for f in fields(obj):
@@ -196,11 +207,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _paths(self)
-        for name, high in (("expansion", 256), ("k", 1 << 14), ("batch_size", 1 << 20),
-                           ("epochs", 1_000_000), ("dead_after", 1 << 40), ("init_sample", 1 << 22),
-                           ("shuffle_buffer", 1 << 26), ("log_every", 1 << 30),
-                           ("seed", 2**32 - 1)):
-            _count(self, name, 0 if name == "seed" else 1, high)
+        _counts(self, {**SAE_SHAPE_HIGHS, "epochs": 1_000_000, "dead_after": 1 << 40,
+                       "init_sample": 1 << 22, "shuffle_buffer": 1 << 26, "log_every": 1 << 30,
+                       "seed": 2**32 - 1})
         _count(self, "checkpoint_every", 0, 1 << 30)
         if self.aux_k is not None:
             _count(self, "aux_k", 1, 1 << 20)
@@ -521,5 +530,9 @@ class QuickstartConfig:
         _paths(self)
         _check(self.gate in contract.GATE_CRITERIA,
                f"gate: expected one of {list(contract.GATE_CRITERIA)}, got {self.gate!r}")
-        for name in ("n_unlabeled", "n_val_per_class", "expansion", "k", "epochs", "batch_size"):
-            _check(getattr(self, name) >= 1, f"{name}: expected >= 1, got {getattr(self, name)}")
+        # The data step writes one PNG (~10 kB) per image: an unbounded count fills the disk
+        # (10^10 wrote 87,605 files before it was killed). The train options are bounded here,
+        # not only by TrainConfig, so a bad one is refused before minutes of data and extraction.
+        # The seed stops one short of TrainConfig's: the labeled set is generated with seed + 1.
+        _counts(self, {"n_unlabeled": 100_000, "n_val_per_class": 10_000, "epochs": 10_000,
+                       **SAE_SHAPE_HIGHS, "seed": 2**32 - 2})
