@@ -196,6 +196,46 @@ def test_ctrl_c_while_the_cli_imports_is_one_line_and_130():
     assert done.returncode == 130 and done.stderr.decode() == "vs2: interrupted\n"
 
 
+def run_doctor(diagnose: str = "pass", before: str = "", after: str = "") -> subprocess.CompletedProcess:
+    """`vs2 doctor` through cli.main() in a fresh interpreter, with `diagnose` as the body of
+    doctor.diagnose and `before` / `after` run around the import of the CLI: controlled points to
+    send a SIGINT from, no timing involved (signal.raise_signal runs the Python handler before it
+    returns)."""
+    code = (f"import atexit, os, signal, sys\n{before}\nfrom vs2_export import cli, doctor\n{after}\n"
+            f"def diagnose(**kw):\n    {diagnose}\n    return {{'healthy': True}}\n"
+            "doctor.diagnose, doctor.format_report = diagnose, lambda report: 'doctor ran'\n"
+            "sys.argv[1:] = ['doctor', '--no-demo']\ncli.main()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+
+
+def test_ctrl_c_that_a_library_swallows_is_still_130():
+    """doctor's `except ImportError` around an openvino import cut short by Ctrl-C said 'not
+    installed', then 'healthy', exit 0: an interrupted command never reports success."""
+    done = run_doctor("try:\n        signal.raise_signal(signal.SIGINT)\n"
+                      "    except KeyboardInterrupt:\n        pass")
+    assert (done.returncode, done.stderr.decode()) == (130, "vs2: interrupted\n")
+
+
+@pytest.mark.parametrize("after", [
+    "cli._name_placeholders = lambda group: signal.raise_signal(signal.SIGINT)",  # typer parsing
+    "atexit.register(signal.raise_signal, signal.SIGINT)",  # interpreter shutdown, after the command
+], ids=["parsing", "shutdown"])
+def test_ctrl_c_outside_a_command_body_is_one_line_and_130(after):
+    """With Python's handler back after the imports these gave a traceback (exit -2) and, in
+    shutdown, 'Exception ignored' and exit 0."""
+    done = run_doctor(after=after)
+    assert (done.returncode, done.stderr.decode()) == (130, "vs2: interrupted\n")
+
+
+def test_ctrl_c_ignored_by_the_parent_stays_ignored_throughout():
+    """A shell starts background jobs with SIGINT ignored; Python keeps that, and so does vs2, at
+    import and in the command alike (taking it over after the imports made `kill -INT` exit 0 in
+    the first 0.05 s and 130 after)."""
+    done = run_doctor("assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN",
+                      before="signal.signal(signal.SIGINT, signal.SIG_IGN); sys.argv[0] = 'vs2'")
+    assert (done.returncode, done.stdout.decode()) == (0, "doctor ran\n"), done.stderr.decode()[-1500:]
+
+
 def test_gallery_shows_names_that_are_not_utf8_and_leaves_nothing_on_failure(
         rgb_export, demo_work, tmp_path, monkeypatch):
     images = tmp_path / "imgs"

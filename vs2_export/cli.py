@@ -12,20 +12,45 @@ import signal
 import sys
 
 
-def _interrupted_at_start(signum: int, frame: object) -> None:
-    """Ctrl-C while the imports below load (~0.5 s: typer, numpy, onnxruntime): Python's own
-    handler would raise inside them, a traceback or 'ImportError: initialization failed'."""
+class _CtrlC:
+    """Where a SIGINT lands (_on_ctrl_c): in a command's body or not, and whether one came."""
+
+    in_command = False
+    received = False
+
+
+def _on_ctrl_c(signum: int, frame: object) -> None:
+    """SIGINT, from the first import to the process's end. In a command's body it raises
+    KeyboardInterrupt, so that the command's cleanup runs (atomic writes delete their
+    temporaries), and is remembered in case a library swallows it (_command_body). Anywhere else
+    nothing is half-written, so exit at once: Python's own handler would raise inside the imports
+    below (~0.5 s: a traceback, or 'ImportError: initialization failed'), give a traceback while
+    typer builds the commands, and after the command, in interpreter shutdown, be reported as
+    'Exception ignored' and exit 0."""
+    _CtrlC.received = True
+    if _CtrlC.in_command:
+        raise KeyboardInterrupt
     os.write(2, b"vs2: interrupted\n")
     os._exit(130)
 
 
-if os.path.basename(sys.argv[0]) in ("vs2", "vs2.exe") or __name__ == "__main__":
-    signal.signal(signal.SIGINT, _interrupted_at_start)  # first: main() restores Python's
+def _take_ctrl_c() -> None:
+    """Route SIGINT to _on_ctrl_c unless it is ignored. A shell starts background jobs with SIGINT
+    ignored and Python keeps that (no KeyboardInterrupt, ever); so do we, from the first moment:
+    taking it over after the interpreter started made `vs2 doctor & kill -INT $!` exit 0 in the
+    first 0.05 s and 130 after, by timing."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
 
+
+if os.path.basename(sys.argv[0]) in ("vs2", "vs2.exe") or __name__ == "__main__":
+    _take_ctrl_c()  # first, before the heavy imports; main() does it for any other caller
+
+import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -144,8 +169,28 @@ def _configure_logging() -> None:
     logging.getLogger("onnxscript").setLevel(logging.ERROR)
 
 
+@contextlib.contextmanager
+def _command_body() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in here (_on_ctrl_c). One that did not end the command,
+    because a library swallowed it, still ends it with exit 130, whatever the outcome would have
+    been: doctor's `except ImportError` around an openvino import cut short by Ctrl-C reported
+    'not installed', then 'healthy', exit 0."""
+    try:
+        _CtrlC.received, _CtrlC.in_command = False, True
+        yield
+    except BaseException as exc:
+        if _CtrlC.received and not (isinstance(exc, typer.Exit) and exc.exit_code == 130):
+            _fail("vs2: interrupted", 130)
+        raise
+    finally:
+        _CtrlC.in_command = False
+    if _CtrlC.received:
+        _fail("vs2: interrupted", 130)
+
+
 def _guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
+    @_command_body()  # a fresh one per call
     def wrapper(*args, **kwargs):
         _configure_logging()
         try:
@@ -589,9 +634,9 @@ def doctor(require_gpu: bool = typer.Option(False, help="an unusable CUDA provid
 
 
 def main() -> None:
-    # Imports done: Ctrl-C raises KeyboardInterrupt again, which the commands turn into
-    # 'vs2: interrupted' and exit 130 after their own cleanup (atomic writes delete temporaries).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C stays with _on_ctrl_c: a command's body gets KeyboardInterrupt (_command_body), and
+    # the rest of the run, typer's parsing and the shutdown included, exits 130 at once.
+    _take_ctrl_c()
     app()
 
 
