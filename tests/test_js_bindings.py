@@ -457,3 +457,14 @@ def test_browser_refuses_what_python_refuses(tmp_path):
     matrix.write_bytes(bytes([matrix.read_bytes()[0] ^ 1]) + matrix.read_bytes()[1:])
     refused = _browser(site, tmp_path / "refused.json")
     assert "SHA-256" in (refused.get("error") or ""), refused
+
+
+def test_browser_names_a_file_it_cannot_decode(tmp_path):
+    """createImageBitmap's DOMException ('The source image could not be decoded.') names no file:
+    the page shows a Vs2Error naming it, as Python's load_image does."""
+    _skip(_missing_browser())
+    site = _site(toy_export.build(tmp_path / "toy"), tmp_path)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    entry = _browser(site, tmp_path / "junk.json", "--images", str(junk))["images"][0]
+    assert entry.get("error", "").startswith("junk.png: not an image this browser can decode"), entry

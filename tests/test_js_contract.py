@@ -225,6 +225,11 @@ def _fifo(path: Path) -> None:
     os.mkfifo(path)
 
 
+def _dir_in_place(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 TAMPERINGS = {
     "untouched": (None, lambda f: None),
     "manifest.json edited": (None, lambda f: (f / "manifest.json").write_text(json.dumps(
@@ -250,6 +255,9 @@ TAMPERINGS = {
     "text.onnx output dropped": ("classes", lambda f: _drop_output(
         f, contract.TEXT_EMBEDDING, contract.TEXT_MODEL_FILE)),
     "text.onnx missing": ("classes", lambda f: (f / contract.TEXT_MODEL_FILE).unlink()),
+    # vs2.js handed the path to ONNX Runtime unchecked: opening the FIFO blocked node for good.
+    "text.onnx a FIFO": ("classes", lambda f: _fifo(f / contract.TEXT_MODEL_FILE)),
+    "model.onnx a directory": ("load", lambda f: _dir_in_place(f / contract.MODEL_FILE)),
     "vocab damaged": ("classes", lambda f: (f / contract.VOCAB_FILE).write_bytes(b"\x1f\x8b\x08garbage")),
     "vocab a gzip bomb": ("classes", lambda f: (f / contract.VOCAB_FILE).write_bytes(
         gzip.compress(b"\0" * (256 << 20), compresslevel=1))),

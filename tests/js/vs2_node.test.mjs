@@ -85,7 +85,7 @@ test('vs2.js on onnxruntime-node over an export folder', { skip: !EXPORT && 'set
       entry.run_ms = performance.now() - t1;
       entry.plain = toPlain(await model.run(decoded, { steer_lambda: 0 }));
       entry.never_steer = toPlain(await model.run(decoded, { gate_tau: -1 }));
-      const top = (await model.classify(decoded, { topK: 3 })).top;
+      const top = model.classes && (await model.classify(decoded, { topK: 3 })).top;
       entry.top = top && top.map((t) => [t.label, t.prob]);
     } catch (err) {
       if (!(err instanceof Vs2Error)) throw err;
@@ -156,6 +156,27 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
     // NaN class embeddings make NaN logits: refused like the Python runtime's, not ranked.
     const nan = new Float32Array(model.classEmbeddings.length).fill(Number.NaN);
     await assert.rejects(model.run(image, { class_embeddings: nan }), /NaN\/inf in output logits \(rows 0\)/);
+    // Python's top_k rule: -1 dropped the last class, 0 / NaN / null ranked nothing, '2' passed.
+    for (const topK of [-1, 0, 1.5, Number.NaN, '2', null, Infinity]) {
+      await assert.rejects(model.classify(image, { topK }), /topK: expected an int >= 1/, String(topK));
+    }
+    await assert.rejects(model.run(image, null), /overrides: expected an object/);  // was a TypeError
+    await assert.rejects(model.classify(image, null), /overrides: expected an object/);
+    // Embeddings for other classes than model.classes would be ranked under the wrong names.
+    const other = new Float32Array(model.embedDim * (model.classes.length + 2)).fill(0.1);
+    await assert.rejects(model.classify(image, { class_embeddings: other }), /expected \d+ rows, one per class/);
+    assert.equal((await model.run(image, { class_embeddings: other })).logits.dims[1], model.classes.length + 2);
+    // [, 'cat'] has a hole that forEach skipped: 'a photo of a undefined.' was embedded.
+    await assert.rejects(model.setClasses([, 'cat']), /classes\[0\]: expected a non-empty string/);
+    for (const texts of ['cat', [1, 2], null]) await assert.rejects(model.embedTexts(texts), /texts: expected a list of strings/);
+    // classify names the columns of the embeddings its run was fed, whatever happens meanwhile.
+    await model.setClasses(['cat', 'dog']);
+    const pending = model.classify(image);
+    model.resetClasses();
+    assert.deepEqual((await pending).top.map((t) => t.label).sort(), ['cat', 'dog']);
+    // A model without classes has no logits to rank: Python's classify refuses it.
+    const plain = new Vs2Model(ort, EXPORT, { ...model.manifest, classes: null }, model.session, null, {}, 0);
+    await assert.rejects(plain.classify(image), /exported without class names/);
   }
 });
 
@@ -182,6 +203,7 @@ test('decodePng stops inflating when the image is full (an 8 GiB IDAT bomb in 8 
     out.writeUInt32BE(body.length, 0);
     out.write(type, 4, 'latin1');
     body.copy(out, 8);
+    out.writeUInt32BE(zlib.crc32(out.subarray(4, 8 + body.length)), 8 + body.length);  // Pillow checks it
     return out;
   };
   const ihdr = Buffer.from([0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0, 0, 0]);
@@ -191,4 +213,76 @@ test('decodePng stops inflating when the image is full (an 8 GiB IDAT bomb in 8 
   assert.deepEqual([image.width, image.height, image.data.length], [4, 4, 48]);
   assert.ok(image.data.every((b) => b === 0));
   await assert.rejects(decodePng(new Uint8Array(png.subarray(0, 44))), /png: (damaged|truncated) image data/);
+});
+
+test('rankClasses: topK is an int >= 1, and 200,000 classes rank (a spread overflowed the stack)', () => {
+  const logits = { data: Float32Array.of(1, 3), dims: [1, 2] };
+  for (const k of [-1, 0, 1.5, Number.NaN, '2', null]) assert.throws(() => rankClasses(logits, ['a', 'b'], k), /topK: expected an int >= 1/);
+  const wide = new Float32Array(200000);
+  wide[123456] = 5;
+  assert.deepEqual(rankClasses({ data: wide, dims: [1, wide.length] }, null, 1)[0].map((t) => t.index), [123456]);
+  assert.ok(Math.abs(classMeans(new Float32Array(300000).fill(1), 1, 1, 300000)[0] - 1 / Math.sqrt(300000)) < 1e-9);
+});
+
+test('class names: holes refused, duplicates found in linear time (a 64 MB manifest of names never loaded)', async () => {
+  const { checkNames } = await import('../../vs2_export/web/static/manifest.js');
+  assert.throws(() => checkNames([, 'cat'], ['a {}']), /classes\[0\]: expected a non-empty string/);
+  assert.throws(() => checkNames(['cat'], [, 'a {}']), /templates\[0\]/);
+  const names = Array.from({ length: 300000 }, (_, i) => `class ${i}`);
+  const t0 = performance.now();
+  checkNames(names, ['a {}']);  // indexOf per name: about 2 minutes
+  assert.ok(performance.now() - t0 < 10000, `${performance.now() - t0} ms`);
+  assert.throws(() => checkNames([...names, 'class 7', 'class 3'], ['a {}']), /duplicates \["class 3","class 7"\]/);
+});
+
+test('metadataProps reads a file of a million tiny protobuf fields in seconds (a read per field: a minute)', async () => {
+  const { metadataProps } = await import('../../vs2_export/web/static/manifest.js');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const dir = await mkdtemp(`${(await import('node:os')).tmpdir()}/vs2-`);
+  try {
+    const bytes = new Uint8Array(2e6).map((_, i) => (i % 2 ? 0 : 0x08));  // field 1 varint 0, repeated
+    await writeFile(`${dir}/model.onnx`, bytes);
+    const t0 = performance.now();
+    assert.deepEqual(await metadataProps(`${dir}/model.onnx`), []);
+    assert.ok(performance.now() - t0 < 15000, `${performance.now() - t0} ms`);
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});
+
+test('graphSource refuses a FIFO instead of handing it to ONNX Runtime, which blocks for good', async () => {
+  const { graphSource } = await import('../../vs2_export/web/static/tokenizer.js');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { execFileSync } = await import('node:child_process');
+  const dir = await mkdtemp(`${(await import('node:os')).tmpdir()}/vs2-`);
+  try {
+    execFileSync('mkfifo', [`${dir}/text.onnx`]);
+    await assert.rejects(graphSource(`${dir}/text.onnx`), /expected a regular file/);
+    await assert.rejects(graphSource(dir), /expected a regular file/);
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});
+
+test('decodePng refuses what Pillow refuses (IHDR not first, a zero side, a bad CRC before IDAT), as Vs2Error', async () => {
+  const zlib = await import('node:zlib');
+  const crc = (buf) => zlib.crc32(buf);
+  const chunk = (type, body, bad = false) => {
+    const out = Buffer.alloc(12 + body.length);
+    out.writeUInt32BE(body.length, 0);
+    out.write(type, 4, 'latin1');
+    body.copy(out, 8);
+    out.writeUInt32BE(bad ? 0 : crc(out.subarray(4, 8 + body.length)), 8 + body.length);
+    return out;
+  };
+  const ihdr = (w, h) => Buffer.from([0, 0, 0, w, 0, 0, 0, h, 8, 2, 0, 0, 0]);
+  const idat = (w, h, bad) => chunk('IDAT', zlib.deflateSync(Buffer.alloc(h * (1 + 3 * w), 0)), bad);
+  const png = (...chunks) => new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    ...chunks, chunk('IEND', Buffer.alloc(0))]));
+  assert.equal((await decodePng(png(chunk('IHDR', ihdr(2, 2)), idat(2, 2, true)))).width, 2);  // Pillow skips IDAT CRCs
+  await assert.rejects(decodePng(png(chunk('IHDR', ihdr(2, 2), true), idat(2, 2))), /png: bad CRC in the IHDR chunk/);
+  await assert.rejects(decodePng(png(idat(2, 2), chunk('IHDR', ihdr(2, 2)))), /IHDR chunk first, got IDAT/);
+  await assert.rejects(decodePng(png(chunk('IHDR', ihdr(0, 2)), idat(0, 2))), /png: a 0x2 image/);
+  for (const bytes of [null, 'x.png', new ArrayBuffer(8)]) await assert.rejects(decodePng(bytes), Vs2Error);
+  await assert.rejects(decodePng(png(chunk('IHDR', ihdr(2, 2), true), idat(2, 2))), Vs2Error);
 });

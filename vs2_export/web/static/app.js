@@ -41,7 +41,7 @@ async function init() {
   $('classes').value = (model.defaultClasses ?? []).join('\n');
   $('classes-info').textContent = model.defaultClasses
     ? `${model.defaultClasses.length} classes from the export · templates: ${m.templates.join(' | ')}`
-    : 'This export has no classes: type some to classify.';
+    : 'This export has no classes (no logits head): it shows the gate and the latents.';
   wire();
 }
 
@@ -125,21 +125,24 @@ async function analyseOnce() {
   const model = state.model;
   status('Running…');
   const options = overrides();
+  // Both runs and the labels use the classes of this moment: "Apply" may finish setClasses
+  // between the two awaits, and new names over old logits would be wrong labels.
+  const classes = model.classes;
+  const fixed = { ...options, class_embeddings: model.classEmbeddings ?? undefined };
   const t0 = performance.now();
-  const steered = await model.run(state.image, options);
+  const steered = await model.run(state.image, fixed);
   const runMs = performance.now() - t0;
-  const plain = await model.run(state.image, { ...options, steer_lambda: 0 });
+  const plain = await model.run(state.image, { ...fixed, steer_lambda: 0 });
   vs2.timings[vs2.runs === 0 ? 'first_run_ms' : 'warm_run_ms'] = runMs;
-  vs2.last = { image: state.image.name, classes: model.classes, overrides: options,
+  vs2.last = { image: state.image.name, classes, overrides: options,
     steered: toPlain(steered), plain: toPlain(plain) };
   vs2.error = null;
-  render(steered, plain, options, runMs);
+  render(steered, plain, options, runMs, classes);
   vs2.runs += 1;
 }
 
-function render(steered, plain, options, runMs) {
+function render(steered, plain, options, runMs, classes) {
   const model = state.model;
-  const classes = model.classes;
   if (steered.logits) {
     bars($('top-steered'), rankClasses(steered.logits, classes, 5)[0]);
     bars($('top-plain'), rankClasses(plain.logits, classes, 5)[0]);
@@ -147,7 +150,7 @@ function render(steered, plain, options, runMs) {
     const b = rankClasses(plain.logits, classes, 1)[0][0].label;
     status(a === b ? `Top prediction: ${a}` : `Top prediction: ${a} (plain CLIP says ${b})`);
   } else {
-    status('No classes: type some class names to classify.');
+    status('No classes in this export: the gate and the latents only.');
   }
   // The gate compares gate_score (fvu in graphs from before issue 12) with tau.
   const fvu = (steered.gate_score ?? steered.fvu).data[0];

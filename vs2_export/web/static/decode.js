@@ -13,9 +13,14 @@ import { MAX_PIXELS, Vs2Error } from './vs2.js';
 export async function decodeImage(blob) {
   const bytes = new Uint8Array(await blob.arrayBuffer());
   const orientation = exifOrientation(bytes);
-  const bitmap = await createImageBitmap(blob, {
-    colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image',
-  });
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, {
+      colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image',
+    });
+  } catch (err) {  // a DOMException with no file name: Python's load_image names the file and why
+    throw new Vs2Error(`${blob.name ?? 'image'}: not an image this browser can decode, or a damaged one (${err.message})`);
+  }
   try {
     if (bitmap.width * bitmap.height > MAX_PIXELS) {
       throw new Vs2Error(`image: ${bitmap.width}x${bitmap.height} is over ${MAX_PIXELS} pixels`);

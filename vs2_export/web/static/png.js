@@ -1,7 +1,11 @@
 // Minimal PNG decoder for Node apps and tests (the browser decodes with its own image stack).
 // 8-bit, non-interlaced grey, grey+alpha, RGB, RGBA and palette PNGs -> RGB bytes, equal to
 // Pillow's Image.open(f).convert('RGB') (alpha dropped, not composited; palette looked up).
-// Anything else (16-bit, interlaced, sub-byte depths) throws: decode it elsewhere.
+// Anything else (16-bit, interlaced, sub-byte depths) throws: decode it elsewhere. A file that
+// Pillow refuses (IHDR not first, a zero side, a bad CRC before the image data) is refused here
+// too, as a Vs2Error, rather than decoded into pixels the Python runtime never sees.
+
+import { Vs2Error } from './manifest.js';
 
 const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
@@ -21,7 +25,7 @@ async function inflate(bytes, need) {
       total += value.length;
     }
   } catch (err) {
-    throw new Error(`png: damaged image data (${err.message})`);
+    throw new Vs2Error(`png: damaged image data (${err.message})`);
   } finally {
     reader.cancel().catch(() => {});
   }
@@ -30,7 +34,8 @@ async function inflate(bytes, need) {
 
 /** PNG file bytes -> { width, height, data: Uint8Array RGB [H * W * 3] }. */
 export async function decodePng(bytes, { maxPixels = 89478485 } = {}) {
-  if (!SIGNATURE.every((b, i) => bytes[i] === b)) throw new Error('png: not a PNG file');
+  if (!(bytes instanceof Uint8Array)) throw new Vs2Error(`png: expected the file's bytes (Uint8Array), got ${bytes?.constructor?.name ?? bytes}`);
+  if (!SIGNATURE.every((b, i) => bytes[i] === b)) throw new Vs2Error('png: not a PNG file');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let pos = 8;
   let header = null;
@@ -40,9 +45,11 @@ export async function decodePng(bytes, { maxPixels = 89478485 } = {}) {
     const length = view.getUint32(pos);
     const type = String.fromCharCode(...bytes.subarray(pos + 4, pos + 8));
     const body = bytes.subarray(pos + 8, pos + 8 + length);
+    checkChunk(bytes, pos, type, length, !idat.length && type !== 'IDAT');
     if (type === 'IHDR') {
       header = { width: view.getUint32(pos + 8), height: view.getUint32(pos + 12), depth: body[8],
         colorType: body[9], interlace: body[12] };
+      if (!header.width || !header.height) throw new Vs2Error(`png: a ${header.width}x${header.height} image (IHDR)`);
     } else if (type === 'PLTE') {
       palette = body;
     } else if (type === 'IDAT') {
@@ -52,20 +59,46 @@ export async function decodePng(bytes, { maxPixels = 89478485 } = {}) {
     }
     pos += 12 + length;
   }
-  if (!header) throw new Error('png: no IHDR chunk');
+  if (!header) throw new Vs2Error('png: no IHDR chunk');
   const { width, height, depth, colorType, interlace } = header;
   const channels = CHANNELS[colorType];
   if (depth !== 8 || interlace !== 0 || !channels) {
-    throw new Error(`png: only 8-bit non-interlaced PNGs are supported here (depth ${depth}, `
+    throw new Vs2Error(`png: only 8-bit non-interlaced PNGs are supported here (depth ${depth}, `
       + `colour type ${colorType}, interlace ${interlace})`);
   }
-  if (width * height > maxPixels) throw new Error(`png: ${width}x${height} is over ${maxPixels} pixels`);
-  if (colorType === 3 && !palette) throw new Error('png: palette image without PLTE');
+  if (width * height > maxPixels) throw new Vs2Error(`png: ${width}x${height} is over ${maxPixels} pixels`);
+  if (colorType === 3 && !palette) throw new Vs2Error('png: palette image without PLTE');
   const stride = width * channels;
   const raw = await inflate(concat(idat), height * (stride + 1));
-  if (raw.length < height * (stride + 1)) throw new Error('png: truncated image data');
+  if (raw.length < height * (stride + 1)) throw new Vs2Error('png: truncated image data');
   const pixels = unfilter(raw, width, height, channels);
   return { width, height, data: toRgb(pixels, width * height, colorType, palette) };
+}
+
+/** A chunk by Pillow's rules (PngImagePlugin: one IHDR, first, of 13 bytes; up to the image
+ *  data each chunk whole and its CRC right, `before`): Pillow refuses such a file, so decoding it
+ *  would give pixels for an image that the Python runtime reports as corrupt. */
+function checkChunk(bytes, pos, type, length, before) {
+  if ((pos === 8) !== (type === 'IHDR') || (type === 'IHDR' && length !== 13)) {
+    throw new Vs2Error(`png: expected one 13-byte IHDR chunk first, got ${type} (${length} bytes) at byte ${pos}`);
+  }
+  if (!before) return;
+  if (pos + 12 + length > bytes.length) throw new Vs2Error(`png: truncated ${type} chunk at byte ${pos}`);
+  const stored = new DataView(bytes.buffer, bytes.byteOffset).getUint32(pos + 8 + length);
+  if (crc32(bytes.subarray(pos + 4, pos + 8 + length)) !== stored) throw new Vs2Error(`png: bad CRC in the ${type} chunk`);
+}
+
+let CRC_TABLE = null;
+
+function crc32(bytes) {
+  CRC_TABLE ??= Uint32Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c;
+  });
+  let crc = 0xffffffff;
+  for (const b of bytes) crc = CRC_TABLE[(crc ^ b) & 0xff] ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
 }
 
 function concat(chunks) {
@@ -97,7 +130,7 @@ function unfilter(raw, width, height, bpp) {
         const pb = Math.abs(p - b);
         const pc = Math.abs(p - c);
         predictor = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-      } else if (filter !== 0) throw new Error(`png: bad filter type ${filter}`);
+      } else if (filter !== 0) throw new Vs2Error(`png: bad filter type ${filter}`);
       out[row + x] = (raw[src + x] + predictor) & 0xff;
     }
   }

@@ -46,10 +46,9 @@ export async function readBytes(source) {
   }
   const path = await nodePath(source);
   if (path !== null) {
-    const fs = await import('node:fs/promises');
     // A FIFO or device would block or never end: only regular files (the Python runtime's rule).
-    if (!(await fs.stat(path)).isFile()) throw new Error(`${path}: expected a regular file`);
-    return new Uint8Array(await fs.readFile(path));
+    await checkRegular(path);
+    return new Uint8Array(await (await import('node:fs/promises')).readFile(path));
   }
   const text = String(source);
   const response = await fetch(text);
@@ -61,7 +60,17 @@ export async function readBytes(source) {
  *  also finds the weights of a graph over 2 GB in the sidecar beside it (model.onnx.data; a graph
  *  given as bytes cannot, and Node reads no file over 2 GB into one buffer); elsewhere its bytes. */
 export async function graphSource(source) {
-  return (await nodePath(source)) ?? readBytes(source);
+  const path = await nodePath(source);
+  if (path === null) return readBytes(source);
+  // ONNX Runtime opening a FIFO blocks the process for good (text.onnx was passed unchecked):
+  // only regular files, as the Python runtime's check_regular before every session.
+  await checkRegular(path);
+  return path;
+}
+
+async function checkRegular(path) {
+  const fs = await import('node:fs/promises');
+  if (!(await fs.stat(path)).isFile()) throw new Error(`${path}: expected a regular file`);
 }
 
 export const MAX_VOCAB_BYTES = 8 << 20;

@@ -167,10 +167,7 @@ export class Vs2Model {
   /** Run the graph. image: see pixelFeed(); overrides: { steer_gamma, steer_lambda, gate_tau,
    *  class_embeddings: Float32Array [C * E] }. Returns { name: { data, dims, type } }. */
   async run(image, overrides = {}) {
-    // A misspelt override (steer_lamda) would silently run the defaults: refused, as in Python.
-    const known = [...OVERRIDABLE, 'class_embeddings'];
-    const unknown = Object.keys(overrides).filter((k) => !known.includes(k));
-    if (unknown.length) throw new Vs2Error(`overrides: expected some of ${known.join(', ')}, got ${unknown.join(', ')}`);
+    checkOverrides(overrides);
     const feeds = { [this.pixelInput]: this.pixelFeed(image) };
     for (const name of OVERRIDABLE) {
       const value = overrides[name] ?? this.defaults[name];
@@ -195,10 +192,25 @@ export class Vs2Model {
   /** One image -> { top, topPlain?, steered, fvu, gate, gateScore, tau, latents, outputs } for
    *  the first row. gateScore is what the gate compared with tau: the gate_score output (issue
    *  12), or fvu in graphs without it; gate names its criterion (manifest steering.gate). */
-  async classify(image, { topK = 5, ...overrides } = {}) {
+  async classify(image, options = {}) {
+    checkOverrides(options, ['topK']);
+    const { topK = 5, ...overrides } = options;
+    // Python's classify: a model without classes has no logits to rank (run() has the rest).
+    if (!this.classes) {
+      throw new Vs2Error(`${this.base}: this model was exported without class names; use run() or export with classes`);
+    }
+    checkTopK(topK);
+    // The labels of the embeddings this run is fed: setClasses / resetClasses may finish while
+    // it runs, and the logits' columns must keep the names they were computed for.
+    const classes = this.classes;
+    const rows = overrides.class_embeddings?.length / this.embedDim;
+    if (overrides.class_embeddings instanceof Float32Array && rows !== classes.length) {
+      throw new Vs2Error(`class_embeddings: expected ${classes.length} rows, one per class of model.classes, got `
+        + `${overrides.class_embeddings.length} values (${rows} rows); use run() and rankClasses() for other classes`);
+    }
     const outputs = await this.run(image, overrides);
     return {
-      top: outputs.logits ? rankClasses(outputs.logits, this.classes, topK)[0] : null,
+      top: rankClasses(outputs.logits, classes, topK)[0],
       steered: Boolean(outputs.steered.data[0]),
       fvu: outputs.fvu.data[0],
       gate: this.manifest.steering.gate ?? 'fvu',
@@ -250,6 +262,10 @@ export class Vs2Model {
 
   /** texts -> Float32Array [N * E], L2-normalised (text.onnx; tokenizer from the export). */
   async embedTexts(texts) {
+    // A string would embed its characters; a number, an empty text: answers that look right.
+    if (!Array.isArray(texts) || !Array.from(texts).every((t) => typeof t === 'string')) {
+      throw new Vs2Error(`texts: expected a list of strings, got ${describe(texts)}`);
+    }
     const text = await this.loadText();
     const out = new Float32Array(texts.length * this.embedDim);
     const chunk = 256;
@@ -314,10 +330,10 @@ export function classMeans(emb, classes, templates, dim) {
     acc.fill(0);
     for (let t = 0; t < templates; t++) {
       const row = emb.subarray((c * templates + t) * dim, (c * templates + t + 1) * dim);
-      const norm = Math.hypot(...row) || 1;
+      const norm = l2(row) || 1;
       for (let j = 0; j < dim; j++) acc[j] += row[j] / norm;
     }
-    const norm = Math.hypot(...acc) || 1;
+    const norm = l2(acc) || 1;
     for (let j = 0; j < dim; j++) out[c * dim + j] = acc[j] / norm;
   }
   return out;
@@ -326,17 +342,48 @@ export function classMeans(emb, classes, templates, dim) {
 /** logits { data, dims: [B, C] } -> per row the k most likely { label, prob, index }
  *  (softmax in float64, ties by class order: Vs2Session.top_k's rule). */
 export function rankClasses(logits, classes, k = 5) {
+  checkTopK(k);
   const [rows, cols] = logits.dims;
   const result = [];
   for (let r = 0; r < rows; r++) {
     const row = Array.from(logits.data.subarray(r * cols, (r + 1) * cols));
-    const max = Math.max(...row);
+    const max = row.reduce((a, b) => Math.max(a, b), -Infinity);  // no spread: 10^5 classes overflow the stack
     const exps = row.map((v) => Math.exp(v - max));
     const sum = exps.reduce((a, b) => a + b, 0);
     const order = exps.map((e, i) => [e / sum, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
     result.push(order.slice(0, Math.min(k, cols)).map(([prob, index]) => ({ label: classes?.[index] ?? String(index), prob, index })));
   }
   return result;
+}
+
+/** Euclidean norm without Math.hypot(...v): a spread of a long vector overflows the stack. */
+function l2(v) {
+  let sum = 0;
+  for (const x of v) sum += x * x;
+  return Math.sqrt(sum);
+}
+
+/** Python's top_k rule: an int >= 1 (0, -1 or NaN would silently rank nothing or drop classes). */
+function checkTopK(k) {
+  if (!Number.isSafeInteger(k) || k < 1) throw new Vs2Error(`topK: expected an int >= 1, got ${describe(k)}`);
+}
+
+/** run()'s overrides / classify()'s options: a plain object of known keys (Python takes keyword
+ *  arguments, so a misspelt one, steer_lamda, fails there instead of running the defaults). */
+function checkOverrides(overrides, extra = []) {
+  const known = [...OVERRIDABLE, 'class_embeddings', ...extra];
+  if (overrides === null || typeof overrides !== 'object' || Array.isArray(overrides)) {
+    throw new Vs2Error(`overrides: expected an object with some of ${known.join(', ')}, got ${describe(overrides)}`);
+  }
+  const unknown = Object.keys(overrides).filter((k) => !known.includes(k));
+  if (unknown.length) throw new Vs2Error(`overrides: expected some of ${known.join(', ')}, got ${unknown.join(', ')}`);
+}
+
+/** A value for a one-line message: short, and never a throw of its own (BigInt, symbols). */
+function describe(value) {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 37)}...` : value);
+  if (value === null || typeof value !== 'object') return String(value);
+  return Array.isArray(value) ? `a list of ${value.length}` : (value.constructor?.name ?? 'an object');
 }
 
 /** Outputs -> JSON-ready { name: { dims, type, data: number[] } } (int64 -> number, bool -> 0/1). */
