@@ -224,27 +224,25 @@ test('rankClasses: topK is an int >= 1, and 200,000 classes rank (a spread overf
   assert.ok(Math.abs(classMeans(new Float32Array(300000).fill(1), 1, 1, 300000)[0] - 1 / Math.sqrt(300000)) < 1e-9);
 });
 
-test('class names: holes refused, duplicates found in linear time (a 64 MB manifest of names never loaded)', async () => {
+// The two tests below guard against quadratic work with a timeout far above the linear time (a
+// hang guard: speed itself is measured by benchmarks, never asserted here).
+test('class names: holes refused, duplicates found in linear time (a 64 MB manifest of names never loaded)', { timeout: 30000 }, async () => {
   const { checkNames } = await import('../../vs2_export/web/static/manifest.js');
   assert.throws(() => checkNames([, 'cat'], ['a {}']), /classes\[0\]: expected a non-empty string/);
   assert.throws(() => checkNames(['cat'], [, 'a {}']), /templates\[0\]/);
   const names = Array.from({ length: 300000 }, (_, i) => `class ${i}`);
-  const t0 = performance.now();
-  checkNames(names, ['a {}']);  // indexOf per name: about 2 minutes
-  assert.ok(performance.now() - t0 < 10000, `${performance.now() - t0} ms`);
+  checkNames(names, ['a {}']);  // indexOf per name: about 2 minutes; one pass: 0.1 s
   assert.throws(() => checkNames([...names, 'class 7', 'class 3'], ['a {}']), /duplicates \["class 3","class 7"\]/);
 });
 
-test('metadataProps reads a file of a million tiny protobuf fields in seconds (a read per field: a minute)', async () => {
+test('metadataProps reads a file of two million tiny protobuf fields in seconds (a read per field: minutes)', { timeout: 30000 }, async () => {
   const { metadataProps } = await import('../../vs2_export/web/static/manifest.js');
   const { mkdtemp, rm } = await import('node:fs/promises');
   const dir = await mkdtemp(`${(await import('node:os')).tmpdir()}/vs2-`);
   try {
-    const bytes = new Uint8Array(2e6).map((_, i) => (i % 2 ? 0 : 0x08));  // field 1 varint 0, repeated
+    const bytes = new Uint8Array(4e6).map((_, i) => (i % 2 ? 0 : 0x08));  // field 1 varint 0, repeated
     await writeFile(`${dir}/model.onnx`, bytes);
-    const t0 = performance.now();
-    assert.deepEqual(await metadataProps(`${dir}/model.onnx`), []);
-    assert.ok(performance.now() - t0 < 15000, `${performance.now() - t0} ms`);
+    assert.deepEqual(await metadataProps(`${dir}/model.onnx`), []);  // 0.8 s here; a read per field: 2 min
   } finally {
     await rm(dir, { recursive: true });
   }

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import contract
 from .files import check_regular, open_regular
-from .manifest import TEMPLATE_RULE, Manifest, is_template
+from .manifest import TEMPLATE_RULE, Manifest, is_template, repeated
 from .providers import ModelError, create_session
 from .tokenizer import ClipTokenizer
 
@@ -80,7 +80,7 @@ def check_names(names: object, templates: object) -> tuple[tuple[str, ...], tupl
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"classes[{i}]: expected a non-empty string, got {name!r}")
-    dupes = sorted({n for n in names if list(names).count(n) > 1})
+    dupes = repeated(names)
     if dupes:
         raise ValueError(f"classes: expected unique names, got duplicates {dupes}")
     for i, template in enumerate(templates):

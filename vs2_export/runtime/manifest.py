@@ -18,6 +18,8 @@ import math
 import re
 import string
 import struct
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -280,6 +282,12 @@ def is_sha256(value: str) -> bool:
     return bool(_SHA256.match(value))
 
 
+def repeated(names: Sequence[Any]) -> list:
+    """The names that occur more than once, sorted (one pass: list.count per name took 27 s
+    for 30,000 class names)."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
 def is_iso_timestamp(value: str) -> bool:
     try:
         datetime.fromisoformat(value)
@@ -465,7 +473,7 @@ def _check_classes(m: Manifest) -> None:
         for i, name in enumerate(m.classes):
             _expect(isinstance(name, str) and name.strip() != "", f"classes[{i}]", "a non-empty string",
                     name)
-        dupes = sorted({c for c in m.classes if m.classes.count(c) > 1})
+        dupes = repeated(m.classes)
         _expect(not dupes, "classes", "unique names", f"duplicates {dupes}")
         _expect(len(m.templates) >= 1, "templates", "at least one template when classes are given",
                 list(m.templates))
