@@ -253,7 +253,7 @@ def _emit(data: dict, as_json: bool, text: str) -> None:
 MODEL_HELP = "open_clip architecture (ViT-B-32, ViT-B-16, ViT-L-14), or vs2-demo (the bundled demo)"
 PRETRAINED_HELP = "pretrained tag (openai, laion2b_s34b_b79k), a checkpoint file, or 'none'"
 JSON_HELP = "print the result as JSON (for CI)"
-RUN_HELP = ("run folder holding exports/NAME.json, the sources `vs2 export` recorded (or that "
+RUN_HELP = ("required: the run folder holding exports/NAME.json, the sources `vs2 export` recorded (or that "
             "file); reports go to RUN/reports/")
 REPORT_HELP = "JSON report file (default: RUN/reports/NAME.COMMAND[.PRECISION].json)"
 PRECISION_HELP = ("variant: fp32 (model.onnx), fp16 or int8, or bf16 (model.onnx computed in bf16 by "

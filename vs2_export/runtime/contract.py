@@ -84,9 +84,10 @@ err: ||h_tilde - h||^2. The manifest's steering.gate names the one a graph was b
 
 
 STEERING_ARGS = {"gamma": STEER_GAMMA, "lambda_": STEER_LAMBDA, "tau": GATE_TAU}
-"""One name per value end to end: the CLI option (--gamma, --lambda, --tau), the Python argument
-and config field (gamma, lambda_, tau; 'lambda' is a Python keyword), the JSON key (gamma,
-lambda, tau) and the graph input (this map's values) differ only by each language's rules."""
+"""One name per value end to end: the Python argument and config field (gamma, lambda_, tau;
+'lambda' is a Python keyword), the JSON key (gamma, lambda, tau), the CLI option (`vs2 calibrate
+--gamma --lambda`; tau is calibrated from --quantile, not given) and the graph input (this map's
+values) differ only by each language's rules."""
 
 
 # ---- text graph
