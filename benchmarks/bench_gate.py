@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("work", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-ood", type=int, default=1000)
-    parser.add_argument("--readme", action="store_true", help="append the tables to README.md")
+    parser.add_argument("--readme", action="store_true", help="append the tables to benchmarks/README.md")
     args = parser.parse_args()
     _, val = prepare(args.work)
     sets = activations(args.work, val, args.n_ood)

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("work", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--gate", default=CalibrateConfig.gate, choices=contract.GATE_CRITERIA)
-    parser.add_argument("--readme", action="store_true", help="append the table to README.md")
+    parser.add_argument("--readme", action="store_true", help="append the table to benchmarks/README.md")
     args = parser.parse_args()
     rows = run(args.work, args.seeds, args.gate)
     text = table(rows, args.gate)
