@@ -181,7 +181,7 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
 });
 
 test('sha256Js (pages without Web Crypto) equals node:crypto', async () => {
-  const { sha256Js } = await import('../../vs2_export/web/static/manifest.js');
+  const { sha256Js } = await import('../../vs2_export/web/static/sha256.js');
   const { createHash, randomBytes } = await import('node:crypto');
   for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 65537]) {
     const bytes = new Uint8Array(randomBytes(n));
@@ -236,7 +236,7 @@ test('class names: holes refused, duplicates found in linear time (a 64 MB manif
 });
 
 test('metadataProps reads a file of two million tiny protobuf fields in seconds (a read per field: minutes)', { timeout: 30000 }, async () => {
-  const { metadataProps } = await import('../../vs2_export/web/static/manifest.js');
+  const { metadataProps } = await import('../../vs2_export/web/static/onnx_metadata.js');
   const { mkdtemp, rm } = await import('node:fs/promises');
   const dir = await mkdtemp(`${(await import('node:os')).tmpdir()}/vs2-`);
   try {

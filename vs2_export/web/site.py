@@ -1,6 +1,7 @@
 """Assemble the static site of `vs2 web EXPORTED --out DIR`: page + ONNX Runtime Web + the export.
 
-    DIR/index.html app.js style.css vs2.js manifest.js decode.js tokenizer.js html_entities.js  (static/)
+    DIR/index.html app.js style.css vs2.js manifest.js onnx_metadata.js sha256.js errors.js
+        decode.js tokenizer.js html_entities.js                                      (static/)
     DIR/ort/ort.wasm.bundle.min.mjs ort-wasm-simd-threaded.wasm          (onnxruntime-web dist)
     DIR/model/model.onnx manifest.json class_embeddings.f32 text.onnx tokenizer/...  (the export)
 
@@ -28,8 +29,8 @@ ORT_WEB_VERSION = "1.30.0"
 """The onnxruntime-web release the page is tested with (package.json pins the same)."""
 CHECKOUT_ORT_DIST = Path(__file__).resolve().parents[2] / "node_modules" / "onnxruntime-web" / "dist"
 """Where `npm ci` in a checkout of this repository puts onnxruntime-web's files."""
-PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "manifest.js", "decode.js", "tokenizer.js",
-              "html_entities.js")
+PAGE_FILES = ("index.html", "app.js", "style.css", "vs2.js", "manifest.js", "onnx_metadata.js",
+              "sha256.js", "errors.js", "decode.js", "tokenizer.js", "html_entities.js")
 """From static/: the page and the modules it imports (png.js is for Node apps only)."""
 ORT_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 """From node_modules/onnxruntime-web/dist: the wasm-only ES module build, which embeds its

@@ -3,17 +3,18 @@
 // dependency-free for Node 20 and the browser.
 //
 // The manifest that counts is the one inside model.onnx (ModelProto.metadata_props, key
-// 'vs2_export'): manifest.json beside it is a copy for people, and a copy can be edited without
-// the graph knowing. ONNX Runtime's JS bindings do not expose a model's custom metadata (Python's
-// session.get_modelmeta() does), so readManifest() walks the protobuf's top-level fields to it
-// and skips the graph by its length, without parsing it: a few reads even for a 1 GB model.
+// 'vs2_export', read by onnx_metadata.js): manifest.json beside it is a copy for people, and a
+// copy can be edited without the graph knowing.
 //
 // checkManifest() refuses the manifests Python's Manifest.from_json refuses (tests/test_js_contract.py
-// holds the two to the same answers on hundreds of edited manifests), with two known differences
+// holds the two to the same answers on thousands of edited manifests), with two known differences
 // in what no runtime computes with: JSON has one number type in JS, so an integral float (64.0
 // where an int is expected) passes here and not in Python; and `created` only has to be a string
 // here (Python also parses it as an ISO 8601 timestamp, which the page never reads).
 
+import { Vs2Error } from './errors.js';
+import { metadataProps } from './onnx_metadata.js';
+import { sha256Hex } from './sha256.js';
 import { VOCAB_FILE, pyStrip } from './tokenizer.js';
 
 // Names of the graph contract (runtime/contract.py; tests/test_js_contract.py compares them).
@@ -31,16 +32,7 @@ export const MIN_STD = 1e-3;
 export const CLASS_EMBEDDINGS_FILE = 'class_embeddings.f32';
 export const TEXT_MODEL_FILE = 'text.onnx';
 export const INCOMPLETE_MARKER = '.vs2-export-incomplete';
-export { VOCAB_FILE };
-
-const METADATA_PROPS = 14;  // ModelProto field number (onnx.proto3)
-const MAX_ENTRY_BYTES = 64 << 20;  // a manifest with 100k class names is ~3 MB
-const READ_WINDOW = 64 << 10;
-
-/** A broken contract, file or argument; the message says what was expected and what came. */
-export class Vs2Error extends Error {
-  constructor(message) { super(message); this.name = 'Vs2Error'; }
-}
+export { VOCAB_FILE, Vs2Error };
 
 // ---- reading: model.onnx (a Node path or the file's bytes) -> manifest object
 
@@ -66,113 +58,6 @@ export async function readManifest(source, where = String(source)) {
   }
 }
 
-/** [key, value] of every ModelProto.metadata_props entry, in file order. */
-export async function metadataProps(source, where = String(source)) {
-  const reader = source instanceof Uint8Array ? bytesReader(source) : await fileReader(source);
-  try {
-    const props = [];
-    let pos = 0;
-    while (pos < reader.size) {
-      const head = await reader.read(pos, Math.min(20, reader.size - pos));  // tag + length varints
-      const [tag, afterTag] = varint(head, 0, where);
-      const field = Math.floor(tag / 8);
-      const wire = tag % 8;
-      if (wire === 0) { pos += varint(head, afterTag, where)[1]; continue; }
-      if (wire === 1 || wire === 5) { pos += afterTag + (wire === 1 ? 8 : 4); continue; }
-      if (wire !== 2 || field === 0) throw malformed(where, pos);
-      const [length, start] = varint(head, afterTag, where);
-      if (pos + start + length > reader.size) throw malformed(where, pos, 'truncated');
-      if (field === METADATA_PROPS) {
-        if (length > MAX_ENTRY_BYTES) throw malformed(where, pos, `a ${length}-byte metadata entry`);
-        props.push(entry(await reader.read(pos + start, length), where));
-      }
-      pos += start + length;
-    }
-    if (pos !== reader.size) throw malformed(where, reader.size, 'truncated');
-    return props;
-  } finally {
-    await reader.close();
-  }
-}
-
-function malformed(where, pos, why = 'not a protobuf field') {
-  return new Vs2Error(`${where}: expected an ONNX model, got a damaged file (${why} at byte ${pos})`);
-}
-
-function varint(bytes, at, where) {
-  let value = 0;
-  let scale = 1;
-  for (let i = 0; i < 10 && at + i < bytes.length; i++) {
-    const b = bytes[at + i];
-    value += (b & 0x7f) * scale;
-    scale *= 128;
-    if (b < 0x80) return [value, at + i + 1];
-  }
-  throw malformed(where, at, 'a cut varint');
-}
-
-/** StringStringEntryProto bytes -> [key, value] (fields 1 and 2; others skipped). */
-function entry(bytes, where) {
-  const text = { 1: '', 2: '' };
-  const utf8 = new TextDecoder('utf-8', { fatal: true });
-  let at = 0;
-  while (at < bytes.length) {
-    const [tag, next] = varint(bytes, at, where);
-    const wire = tag % 8;
-    if (wire === 0) { at = varint(bytes, next, where)[1]; continue; }
-    if (wire === 1 || wire === 5) { at = next + (wire === 1 ? 8 : 4); continue; }
-    if (wire !== 2) throw malformed(where, at, 'a metadata entry');
-    const [length, start] = varint(bytes, next, where);
-    if (start + length > bytes.length) throw malformed(where, at, 'a metadata entry');
-    const field = Math.floor(tag / 8);
-    if (field === 1 || field === 2) {
-      try {
-        text[field] = utf8.decode(bytes.subarray(start, start + length));
-      } catch {
-        throw malformed(where, at, 'metadata that is not UTF-8');
-      }
-    }
-    at = start + length;
-  }
-  if (at !== bytes.length) throw malformed(where, at, 'a metadata entry');
-  return [text[1], text[2]];
-}
-
-function bytesReader(bytes) {
-  return { size: bytes.length, read: async (pos, n) => bytes.subarray(pos, pos + n), close: async () => {} };
-}
-
-async function fileReader(path) {
-  const fs = await import('node:fs/promises');
-  let handle;
-  try {
-    // stat before open: opening a FIFO blocks until a writer comes
-    if (!(await fs.stat(path)).isFile()) throw new Vs2Error(`${path}: expected an exported model file, got no regular file`);
-    handle = await fs.open(path, 'r');
-    const { size } = await handle.stat();
-    const direct = async (pos, n) => {
-      const buffer = new Uint8Array(n);
-      const { bytesRead } = await handle.read(buffer, 0, n, pos);
-      return buffer.subarray(0, bytesRead);
-    };
-    // Small reads come from a 64 KiB window: a read call per field took a minute for a 2 MB
-    // file of a million tiny fields (valid protobuf, so no cause to refuse it).
-    let window = { pos: 0, bytes: new Uint8Array(0) };
-    const read = async (pos, n) => {
-      if (n > READ_WINDOW) return direct(pos, n);
-      if (pos < window.pos || pos + n > window.pos + window.bytes.length) {
-        window = { pos, bytes: await direct(pos, Math.min(READ_WINDOW, size - pos)) };
-      }
-      return window.bytes.subarray(pos - window.pos, pos - window.pos + n);
-    };
-    return { size, read, close: () => handle.close() };
-  } catch (err) {
-    await handle?.close();
-    if (err instanceof Vs2Error) throw err;
-    throw new Vs2Error(`${path}: expected an exported model (model.onnx), got ${err.code ?? err.message}`);
-  }
-}
-
 // ---- files the manifest describes
 
 /** class_embeddings.f32 bytes -> Float32Array [C * E], refused unless size and SHA-256 are the
@@ -191,52 +76,6 @@ export async function classEmbeddingsFrom(bytes, manifest, where) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(rows * cols);
   for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);  // little-endian
-  return out;
-}
-
-/** Hex SHA-256 of bytes: Web Crypto where it exists (Node, https and localhost pages), else
- *  sha256Js, since crypto.subtle is missing on a page served over plain http from another host. */
-export async function sha256Hex(bytes) {
-  const subtle = globalThis.crypto?.subtle;
-  const digest = subtle ? new Uint8Array(await subtle.digest('SHA-256', bytes)) : sha256Js(bytes);
-  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** FIPS 180-4 SHA-256 in plain JS. Its constants are the first 32 bits of the fractional parts of
- *  the square (H) and cube (K) roots of the first primes, computed here rather than typed in. */
-export function sha256Js(bytes) {
-  const frac = (x) => ((x - Math.floor(x)) * 2 ** 32) >>> 0;
-  const primes = [];
-  for (let n = 2; primes.length < 64; n++) if (primes.every((p) => n % p)) primes.push(n);
-  const K = Uint32Array.from(primes, (p) => frac(Math.cbrt(p)));
-  const H = Uint32Array.from(primes.slice(0, 8), (p) => frac(Math.sqrt(p)));
-  const padded = new Uint8Array(Math.ceil((bytes.length + 9) / 64) * 64);
-  padded.set(bytes);
-  padded[bytes.length] = 0x80;
-  const view = new DataView(padded.buffer);
-  view.setUint32(padded.length - 8, Math.floor(bytes.length / 2 ** 29));  // bit length, big-endian
-  view.setUint32(padded.length - 4, (bytes.length * 8) >>> 0);
-  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
-  const w = new Uint32Array(64);
-  const v = new Uint32Array(8);
-  for (let off = 0; off < padded.length; off += 64) {
-    for (let i = 0; i < 16; i++) w[i] = view.getUint32(off + 4 * i);
-    for (let i = 16; i < 64; i++) {
-      const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
-      const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    v.set(H);
-    for (let i = 0; i < 64; i++) {
-      const [a, b, c, d, e, f, g, h] = v;
-      const t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
-      const t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      v.set([t1 + t2, a, b, c, d + t1, e, f, g]);  // Uint32Array stores each sum mod 2^32
-    }
-    for (let i = 0; i < 8; i++) H[i] += v[i];
-  }
-  const out = new Uint8Array(32);
-  H.forEach((h, i) => new DataView(out.buffer).setUint32(4 * i, h));
   return out;
 }
 

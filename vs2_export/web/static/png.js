@@ -5,7 +5,7 @@
 // Pillow refuses (IHDR not first, a zero side, a bad CRC before the image data) is refused here
 // too, as a Vs2Error, rather than decoded into pixels the Python runtime never sees.
 
-import { Vs2Error } from './manifest.js';
+import { Vs2Error } from './errors.js';
 
 const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };

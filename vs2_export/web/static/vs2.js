@@ -18,8 +18,9 @@
 // embedding, base_embedding [B, E], logits [B, C], fvu [B], steered [B] bool,
 // latent_indices [B, k] int64, latent_values [B, k].
 
+import { Vs2Error } from './errors.js';
 import {
-  CLASS_EMBEDDINGS_FILE, INCOMPLETE_MARKER, OVERRIDABLE, PIXEL_INPUTS, TEXT_MODEL_FILE, Vs2Error, checkNames,
+  CLASS_EMBEDDINGS_FILE, INCOMPLETE_MARKER, OVERRIDABLE, PIXEL_INPUTS, TEXT_MODEL_FILE, checkNames,
   classEmbeddingsFrom, isFinite32, pyFormat, readManifest,
 } from './manifest.js';
 import { graphSource, loadTokenizer, nodePath, readBytes } from './tokenizer.js';
