@@ -16,7 +16,7 @@
 // gate_tau and class_embeddings float32 [C, E], ALL real inputs (ORT's JS bindings cannot
 // override initializers), fed from manifest defaults unless overridden here. Outputs:
 // embedding, base_embedding [B, E], logits [B, C], fvu [B], steered [B] bool,
-// latent_indices [B, k] int64, latent_values [B, k].
+// latent_indices [B, k] int64, latent_values [B, k], gate_score [B] (what the gate compared with tau).
 
 import { Vs2Error } from './errors.js';
 import {
