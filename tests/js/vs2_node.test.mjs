@@ -174,6 +174,16 @@ test('contract checks and fallbacks on an export folder', { skip: !EXPORT && 'se
     const pending = model.classify(image);
     model.resetClasses();
     assert.deepEqual((await pending).top.map((t) => t.label).sort(), ['cat', 'dog']);
+    // Overlapping setClasses: the later call wins though the earlier, longer one finishes last.
+    const many = Array.from({ length: 300 }, (_, i) => `class ${i}`);
+    const first = model.setClasses(many);
+    const second = model.setClasses(['cat', 'dog']);
+    await Promise.all([first, second]);
+    assert.deepEqual(model.classes, ['cat', 'dog']);
+    const reset = model.setClasses(many);
+    model.resetClasses();
+    await reset;
+    assert.deepEqual(model.classes, model.defaultClasses);
     // A model without classes has no logits to rank: Python's classify refuses it.
     const plain = new Vs2Model(ort, EXPORT, { ...model.manifest, classes: null }, model.session, null, {}, 0);
     await assert.rejects(plain.classify(image), /exported without class names/);

@@ -221,6 +221,8 @@ async function applyClasses() {
     $('classes-info').textContent = `Encoding ${names.length} classes with the text tower…`;
     const t0 = performance.now();
     await state.model.setClasses(names);
+    // Reset (or another Apply) clicked meanwhile wins, as in vs2.js: nothing to report here.
+    if (JSON.stringify(state.model.classes) !== JSON.stringify(names)) return;
     vs2.timings.set_classes_ms = performance.now() - t0;
     const odd = names.filter(looksLikeMojibake);
     $('classes-info').textContent = `${names.length} classes encoded in ${ms(vs2.timings.set_classes_ms)}`

@@ -163,6 +163,7 @@ export class Vs2Model {
     this.classes = this.defaultClasses;
     this.classEmbeddings = classEmbeddings;
     this.text = null;
+    this.classCalls = 0;  // setClasses / resetClasses calls so far: the last call's classes win
   }
 
   /** Run the graph. image: see pixelFeed(); overrides: { steer_gamma, steer_lambda, gate_tau,
@@ -282,14 +283,20 @@ export class Vs2Model {
    *  per class the mean of the normalised prompt embeddings, renormalised. */
   async setClasses(names, templates = this.manifest.templates) {
     checkNames(names, templates);
+    const call = ++this.classCalls;
     const prompts = names.flatMap((name) => templates.map((t) => pyFormat(t, name)));
-    const emb = await this.embedTexts(prompts);
-    this.classEmbeddings = classMeans(emb, names.length, templates.length, this.embedDim);
-    this.classes = [...names];
-    return this.classEmbeddings;
+    const matrix = classMeans(await this.embedTexts(prompts), names.length, templates.length, this.embedDim);
+    // Calls overlap only in JS (Python's set_classes blocks): a call made later, which may finish
+    // first, keeps its classes, as if the calls had run one after another.
+    if (call === this.classCalls) {
+      this.classEmbeddings = matrix;
+      this.classes = [...names];
+    }
+    return matrix;
   }
 
   resetClasses() {
+    this.classCalls++;
     this.classes = this.defaultClasses;
     this.classEmbeddings = this.defaultClassEmbeddings;
   }
