@@ -189,9 +189,10 @@ def _sha256(fh: BinaryIO, digest: str) -> str:
     for block in iter(lambda: fh.read(1 << 20), b""):
         hasher.update(block)
     fh.seek(0)
-    if hasher.hexdigest() == digest:
+    actual = hasher.hexdigest()
+    if actual == digest:
         _VERIFIED.add(key)
-    return hasher.hexdigest()
+    return actual
 
 
 def _map_npy(fh: BinaryIO) -> np.ndarray:

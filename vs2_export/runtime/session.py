@@ -409,7 +409,6 @@ def _check_batch_size(batch_size: object) -> None:
         raise InputError(f"batch_size: expected an int >= 1, got {batch_size!r}")
 
 
-
 # ---- loading: path, session, provider, manifest, graph
 
 

@@ -206,10 +206,17 @@ function checkClasses(m) {
   m.templates.forEach((t, i) => expect(isTemplate(t), `templates[${i}]`, TEMPLATE_RULE, t));
 }
 
+/** [ORT type, dims (null: any size)] of a pixel input for image size s: the one table of them
+ *  (Python: session._input_specs and manifest._check_io). */
+export function pixelSpec(name, s) {
+  return { pixel_values: ['float32', [null, 3, s, s]], pixels_uint8: ['uint8', [null, s, s, 3]],
+    image_rgb: ['uint8', [null, null, 3]] }[name];
+}
+
 function checkIo(m) {
   const s = m.preprocess.image_size;
   const name = m.pixel_input;
-  const shape = { pixel_values: [null, 3, s, s], pixels_uint8: [null, s, s, 3], image_rgb: [null, null, 3] }[name];
+  const shape = pixelSpec(name, s)[1];
   const value = m.inputs[name];
   expect(value.length === shape.length && value.every((v, i) => v === shape[i]), `inputs.${name}`,
     `${show(shape)} (preprocess.image_size = ${s})`, value);

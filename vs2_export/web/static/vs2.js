@@ -21,7 +21,7 @@
 import { Vs2Error } from './errors.js';
 import {
   CLASS_EMBEDDINGS_FILE, INCOMPLETE_MARKER, OVERRIDABLE, PIXEL_INPUTS, TEXT_MODEL_FILE, checkNames,
-  classEmbeddingsFrom, isFinite32, pyFormat, readManifest,
+  classEmbeddingsFrom, isFinite32, pixelSpec, pyFormat, readManifest,
 } from './manifest.js';
 import { graphSource, loadTokenizer, nodePath, readBytes } from './tokenizer.js';
 
@@ -93,10 +93,7 @@ async function createSession(ort, graph, sessionOptions, where) {
 /** The graph's inputs and outputs must be what its manifest says (Python: session._check_graph). */
 function checkGraph(session, manifest, where) {
   const e = manifest.model.embed_dim;
-  const s = manifest.preprocess.image_size;
-  const pixels = { pixel_values: ['float32', [null, 3, s, s]], pixels_uint8: ['uint8', [null, s, s, 3]],
-    image_rgb: ['uint8', [null, null, 3]] };
-  const specs = { [manifest.pixel_input]: pixels[manifest.pixel_input] };
+  const specs = { [manifest.pixel_input]: pixelSpec(manifest.pixel_input, manifest.preprocess.image_size) };
   for (const name of OVERRIDABLE) specs[name] = ['float32', []];
   if (manifest.class_embeddings) specs.class_embeddings = ['float32', [null, e]];
   const same = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
@@ -244,11 +241,10 @@ export class Vs2Model {
   /** A ready tensor -> the ort.Tensor, by the rules of the Python runtime's _check_pixels /
    *  _check_uint8 / _check_rgb: ORT would otherwise fail with an obscure message, or run NaN. */
   batchFeed(name, data, dims) {
-    const s = this.imageSize;
-    const float = name === 'pixel_values';
-    const want = { pixel_values: `float32 [B, 3, ${s}, ${s}]`, pixels_uint8: `uint8 [B, ${s}, ${s}, 3]`,
-      image_rgb: 'uint8 [H, W, 3]' }[name];
-    const pattern = { pixel_values: [null, 3, s, s], pixels_uint8: [null, s, s, 3], image_rgb: [null, null, 3] }[name];
+    const [type, pattern] = pixelSpec(name, this.imageSize);
+    const float = type === 'float32';
+    const free = name === 'image_rgb' ? ['H', 'W'] : ['B'];  // what the nulls stand for
+    const want = `${type} [${pattern.map((d, i) => d ?? free[i]).join(', ')}]`;
     const typed = float ? data instanceof Float32Array : data instanceof Uint8Array || data instanceof Uint8ClampedArray;
     const fits = Array.isArray(dims) && dims.length === pattern.length
       && dims.every((d, i) => Number.isSafeInteger(d) && d >= 1 && (pattern[i] === null || d === pattern[i]));
@@ -259,7 +255,7 @@ export class Vs2Model {
     if (float && !data.every(Number.isFinite)) throw new Vs2Error(`image.${name}: expected finite values, got NaN or inf`);
     if (name === 'image_rgb') checkSides({ width: dims[1], height: dims[0] }, this.manifest);
     const bytes = float ? data : new Uint8Array(data.buffer, data.byteOffset, data.length);
-    return new this.ort.Tensor(float ? 'float32' : 'uint8', bytes, dims);
+    return new this.ort.Tensor(type, bytes, dims);
   }
 
   /** texts -> Float32Array [N * E], L2-normalised (text.onnx; tokenizer from the export). */
