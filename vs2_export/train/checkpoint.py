@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..artifacts import atomic_path
 from ..config import TrainConfig, to_jsonable
 from ..distributed import Comm, load_bytes
 from ..errors import Vs2Error
+from ..runtime.preprocess import is_finite_number, is_int
 from ..sae import TopKSAE
 from .plot import PANELS
 from .recipe import FireStats
@@ -218,19 +218,11 @@ def _records(path: Path) -> list[dict]:
             record = json.loads(line)
         except (ValueError, RecursionError):   # RecursionError: a line of 10^5 '['
             record = None
-        if not (isinstance(record, dict) and _count(record.get("step"))
-                and all(_number_or_none(record.get(key)) for key, _ in PANELS)):
+        step = record.get("step") if isinstance(record, dict) else None
+        if not (is_int(step) and step >= 0 and all(
+                record.get(key) is None or is_finite_number(record.get(key)) for key, _ in PANELS)):
             raise Vs2Error(f"resume: {path} line {number}: expected a metrics record (a JSON "
                            f"object: an integer step, finite numbers), got {line[:60]!r}; remove "
                            "the file to resume without the earlier curve")
         records.append(record)
     return records
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _number_or_none(value: object) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                             and math.isfinite(value))
