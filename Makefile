@@ -40,10 +40,12 @@ node_modules/.package-lock.json: package.json package-lock.json
 # fails their tests instead of skipping them. Two pytest-xdist workers, one test file each at a
 # time (module fixtures are built once): much of the suite is single-threaded Python (tracing,
 # interpreter start-up of each `vs2` subprocess), so two workers on 2 cores took 1112 s where one
-# took 1597 s. TEST_WORKERS=0 runs in one process. Memory: the ViT-H-14 test peaks near 9 GB.
+# took 1597 s. The ViT-H-14 test (~5 min) is collected first (tests/conftest.py) and kept first
+# (--no-loadscope-reorder: xdist would start with the files of most tests), so it does not run
+# alone at the end. TEST_WORKERS=0 runs in one process. Memory: that test peaks near 9 GB.
 TEST_WORKERS ?= 2
 test: lint js-setup
-	VS2_REQUIRE_JS=1 VS2_REQUIRE_EXTRAS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
+	VS2_REQUIRE_JS=1 VS2_REQUIRE_EXTRAS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 # Speed against the baselines on a random-weight ViT-B-32 (benchmarks/README.md).
 bench: setup

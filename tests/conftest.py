@@ -39,10 +39,29 @@ class ModuleTmp:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The full-size modules first (ViT-H-14 alone takes ~5 min): under `make test`'s two
-    xdist workers (--dist loadfile) one of them starts on it while the other takes the many
-    small modules, instead of both ending with one worker idle behind it. A stable sort, so each
-    module's tests stay together and in order."""
+    xdist workers (--dist loadfile --no-loadscope-reorder) one of them starts on it while the
+    other takes the many small modules, instead of one worker running it alone at the end. A
+    stable sort, so each module's tests stay together and in order."""
     items.sort(key=lambda item: item.get_closest_marker("full") is None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(report):
+    """An xdist worker sends each report to the controller through execnet, which refuses a str
+    holding a lone surrogate: a non-UTF-8 file name (os.fsdecode(b"m_\\xff")) in a captured log
+    line or a failure message ended the whole run with INTERNALERROR. Such characters are sent
+    escaped (\\udcff); nothing else changes."""
+    return _utf8_safe((yield))
+
+
+def _utf8_safe(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_utf8_safe(v) for v in value)
+    return value
 
 
 @pytest.fixture(scope="module")
