@@ -39,7 +39,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 # VS2_REQUIRE_JS=1 / VS2_REQUIRE_EXTRAS=1: a missing node_modules, Chromium, [openvino] or [ray]
 # fails their tests instead of skipping them. Two pytest-xdist workers, one test file each at a
 # time (module fixtures are built once): much of the suite is single-threaded Python (tracing,
-# interpreter start-up of each `vs2` subprocess), so two workers on 2 cores took 1112 s where one
+# interpreter start-up of each `vs2` subprocess), so two workers on 2 cores took 1026 s where one
 # took 1597 s. The ViT-H-14 test (~5 min) is collected first (tests/conftest.py) and kept first
 # (--no-loadscope-reorder: xdist would start with the files of most tests), so it does not run
 # alone at the end. TEST_WORKERS=0 runs in one process. Memory: that test peaks near 9 GB.

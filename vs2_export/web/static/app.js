@@ -220,9 +220,11 @@ async function applyClasses() {
     button.disabled = true;
     $('classes-info').textContent = `Encoding ${names.length} classes with the text tower…`;
     const t0 = performance.now();
-    await state.model.setClasses(names);
+    const pending = state.model.setClasses(names);
+    const call = state.model.classCalls;  // counted when called, as vs2.js decides who wins
+    await pending;
     // Reset (or another Apply) clicked meanwhile wins, as in vs2.js: nothing to report here.
-    if (JSON.stringify(state.model.classes) !== JSON.stringify(names)) return;
+    if (state.model.classCalls !== call) return;
     vs2.timings.set_classes_ms = performance.now() - t0;
     const odd = names.filter(looksLikeMojibake);
     $('classes-info').textContent = `${names.length} classes encoded in ${ms(vs2.timings.set_classes_ms)}`
